@@ -1,0 +1,123 @@
+// Package handoff holds the domain model shared by every part of the
+// service: conversations, their modes, customers, transcripts and the
+// events that move a conversation between a Google chatbot and a human agent
+// in LiveChat.
+//
+// The packages below it each wrap one outside dependency: publisher (the bot
+// side and NATS JetStream publishing), stream (JetStream subjects, streams and
+// the consumer), worker (the consumers that call LiveChat), livechat (the
+// LiveChat API and its simulator) and store (Redis). They speak to each other
+// only in the types defined here.
+package handoff
+
+import (
+	"time"
+)
+
+// Mode is where a conversation currently lives.
+type Mode string
+
+// The modes a conversation moves through. A conversation starts with the bot;
+// a handoff request makes it pending until LiveChat has a chat for it; it is
+// queued while LiveChat waits for a free agent and agent once an agent has
+// joined; closed when the agent ends the chat, after which the bot owns it
+// again (closed behaves like bot for routing).
+const (
+	ModeBot     Mode = "bot"
+	ModePending Mode = "pending"
+	ModeQueued  Mode = "queued"
+	ModeAgent   Mode = "agent"
+	ModeClosed  Mode = "closed"
+)
+
+// Valid reports whether m is one of the known modes.
+func (m Mode) Valid() bool {
+	switch m {
+	case ModeBot, ModePending, ModeQueued, ModeAgent, ModeClosed:
+		return true
+	}
+	return false
+}
+
+// WithAgent reports whether a human owns the conversation (or is about to),
+// so user turns must be forwarded to LiveChat instead of answered by the bot.
+func (m Mode) WithAgent() bool {
+	return m == ModePending || m == ModeQueued || m == ModeAgent
+}
+
+// Customer is what we tell the agent about the person behind a conversation.
+type Customer struct {
+	Name   string            `json:"name,omitempty"`
+	Email  string            `json:"email,omitempty"`
+	Fields map[string]string `json:"fields,omitempty"`
+}
+
+// Author says who wrote a transcript entry.
+type Author string
+
+// The authors of transcript entries.
+const (
+	AuthorBot   Author = "bot"
+	AuthorUser  Author = "user"
+	AuthorAgent Author = "agent"
+)
+
+// Valid reports whether a is one of the known authors.
+func (a Author) Valid() bool {
+	return a == AuthorBot || a == AuthorUser || a == AuthorAgent
+}
+
+// TranscriptEntry is one turn of the conversation, as the agent will see it
+// when the chat opens.
+type TranscriptEntry struct {
+	Author Author    `json:"author"`
+	Text   string    `json:"text"`
+	Time   time.Time `json:"time,omitzero"`
+}
+
+// ReplyTo says where messages from the agent go back to: the surface the
+// user is on and its address there (a Google Chat space/thread name, a
+// Dialogflow session, a callback URL for the REST API).
+type ReplyTo struct {
+	Channel Channel `json:"channel"`
+	Address string  `json:"address,omitempty"`
+}
+
+// Channel names a bot surface.
+type Channel string
+
+// The bot surfaces handoff accepts.
+const (
+	ChannelDialogflowES Channel = "dialogflow-es"
+	ChannelDialogflowCX Channel = "dialogflow-cx"
+	ChannelGoogleChat   Channel = "google-chat"
+	ChannelREST         Channel = "rest"
+)
+
+// Conversation is the state of one conversation as the worker and the
+// gateway share it. Version increases by one on every change and fences
+// concurrent writers: a write that does not name the current version fails.
+type Conversation struct {
+	ID   string `json:"id"`
+	Mode Mode   `json:"mode"`
+	// CustomerID is LiveChat's customer (entity) ID, created once and reused
+	// so the agent always sees one customer per conversation.
+	CustomerID string `json:"customer_id,omitempty"`
+	ChatID     string `json:"chat_id,omitempty"`
+	ThreadID   string `json:"thread_id,omitempty"`
+	// LastEventID is the ID of the last event fully applied to LiveChat.
+	LastEventID string `json:"last_event_id,omitempty"`
+	// LastSeq is the inbound stream sequence of that event. Sequences grow
+	// in publish order, so a worker may only write an event's outcome when
+	// its sequence is above LastSeq: a worker whose message was redelivered
+	// elsewhere can never overwrite newer state.
+	LastSeq uint64 `json:"last_seq,omitempty"`
+	// Group is the LiveChat group the chat was routed to.
+	Group *int `json:"group,omitempty"`
+	// Pending holds user messages that arrived while no chat was open, so
+	// the next handoff opens with them. It is bounded by the writer.
+	Pending []TranscriptEntry `json:"pending,omitempty"`
+	ReplyTo ReplyTo           `json:"reply_to,omitzero"`
+	Version int64             `json:"version"`
+	Updated time.Time         `json:"updated,omitzero"`
+}

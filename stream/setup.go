@@ -1,0 +1,208 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of the streams and of the workers' durable consumer.
+const (
+	InStream  = "HANDOFF_IN"
+	OutStream = "HANDOFF_OUT"
+	DLQStream = "HANDOFF_DLQ"
+	Consumer  = "handoff-worker"
+)
+
+// Config holds the settings operators may change. The zero value is not
+// useful; start from DefaultConfig.
+type Config struct {
+	// Replicas is the number of copies of each stream: 1 for one server,
+	// 3 in a production cluster so one lost node loses no event.
+	Replicas int
+	// Duplicates is the window in which a repeated Nats-Msg-Id is dropped
+	// by the server.
+	Duplicates time.Duration
+	// MaxBytes bounds the inbound stream; when full, new publishes fail
+	// (the gateway answers 503) rather than old events being dropped.
+	MaxBytes int64
+	// MaxAge bounds how long an unprocessed event may wait (a LiveChat
+	// outage longer than this loses events, so it is generous).
+	MaxAge time.Duration
+	// DLQMaxAge is how long dead letters are kept for inspection and replay.
+	DLQMaxAge time.Duration
+	// AckWait is how long a delivered event may go unacknowledged before
+	// JetStream gives it to another worker. Workers call InProgress during
+	// long calls, so this only needs to cover a crashed worker.
+	AckWait time.Duration
+	// MaxAckPending bounds the events in flight across all workers.
+	MaxAckPending int
+}
+
+// DefaultConfig returns the settings documented in ARCHITECTURE.md.
+func DefaultConfig() Config {
+	return Config{
+		Replicas:      1,
+		Duplicates:    10 * time.Minute,
+		MaxBytes:      1 << 30,
+		MaxAge:        7 * 24 * time.Hour,
+		DLQMaxAge:     14 * 24 * time.Hour,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 20000,
+	}
+}
+
+// InStreamConfig is the inbound stream: every bot-side event, one subject per
+// conversation, deleted once a worker acknowledges it (work-queue retention),
+// so the oldest message stored on a conversation's subject is always the
+// next one to apply.
+func InStreamConfig(c Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        InStream,
+		Description: "handoff: bot-side events waiting for LiveChat, one subject per conversation",
+		Subjects:    []string{InPrefix + ">"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		Duplicates:  c.Duplicates,
+		MaxBytes:    c.MaxBytes,
+		MaxAge:      c.MaxAge,
+		MaxMsgSize:  1 << 20,
+		Discard:     jetstream.DiscardNew,
+	}
+}
+
+// OutStreamConfig is the reverse path: agent messages and chat closes on
+// their way back to the bot surface.
+func OutStreamConfig(c Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        OutStream,
+		Description: "handoff: LiveChat events on their way back to the bot surface",
+		Subjects:    []string{OutPrefix + ">"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		Duplicates:  c.Duplicates,
+		MaxBytes:    c.MaxBytes,
+		MaxAge:      c.MaxAge,
+		MaxMsgSize:  1 << 20,
+		Discard:     jetstream.DiscardNew,
+	}
+}
+
+// DLQStreamConfig keeps events the worker gave up on, with their reason in
+// headers, for `handoff dlq list` and `handoff dlq replay`.
+func DLQStreamConfig(c Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        DLQStream,
+		Description: "handoff: dead letters with their reason, for inspection and replay",
+		Subjects:    []string{DLQPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		Duplicates:  c.Duplicates,
+		MaxAge:      c.DLQMaxAge,
+		MaxBytes:    c.MaxBytes,
+		MaxMsgSize:  2 << 20,
+		Discard:     jetstream.DiscardOld,
+	}
+}
+
+// ConsumerConfig is the one durable pull consumer every worker process
+// shares. Explicit acks, unlimited deliveries (the worker dead-letters by its
+// own budget so nothing silently stays behind), and no server-side BackOff
+// because the worker chooses its own delays with NakWithDelay.
+func ConsumerConfig(c Config) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       Consumer,
+		Description:   "handoff workers",
+		FilterSubject: InPrefix + ">",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait:       c.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: c.MaxAckPending,
+		Replicas:      c.Replicas,
+	}
+}
+
+// Change says what Setup did to one stream or consumer.
+type Change struct {
+	Name   string
+	Action string // "created", "updated" or "unchanged"
+}
+
+// Setup creates or updates the streams and the worker consumer. It is
+// idempotent: run on an up-to-date server it changes nothing and reports
+// every item unchanged.
+func Setup(ctx context.Context, js jetstream.JetStream, c Config) ([]Change, error) {
+	var changes []Change
+	for _, sc := range []jetstream.StreamConfig{InStreamConfig(c), OutStreamConfig(c), DLQStreamConfig(c)} {
+		ch, err := ensureStream(ctx, js, sc)
+		if err != nil {
+			return changes, err
+		}
+		changes = append(changes, ch)
+	}
+	ch, err := ensureConsumer(ctx, js, ConsumerConfig(c))
+	if err != nil {
+		return changes, err
+	}
+	return append(changes, ch), nil
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (Change, error) {
+	s, err := js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := js.CreateStream(ctx, want); err != nil {
+			return Change{}, fmt.Errorf("setup: create stream %s: %w", want.Name, err)
+		}
+		return Change{want.Name, "created"}, nil
+	}
+	if err != nil {
+		return Change{}, fmt.Errorf("setup: look up stream %s: %w", want.Name, err)
+	}
+	have := s.CachedInfo().Config
+	if streamMatches(have, want) {
+		return Change{want.Name, "unchanged"}, nil
+	}
+	if _, err := js.UpdateStream(ctx, want); err != nil {
+		return Change{}, fmt.Errorf("setup: update stream %s: %w", want.Name, err)
+	}
+	return Change{want.Name, "updated"}, nil
+}
+
+func streamMatches(have, want jetstream.StreamConfig) bool {
+	return have.Description == want.Description &&
+		fmt.Sprint(have.Subjects) == fmt.Sprint(want.Subjects) &&
+		have.Retention == want.Retention && have.Storage == want.Storage &&
+		have.Replicas == want.Replicas && have.Duplicates == want.Duplicates &&
+		have.MaxBytes == want.MaxBytes && have.MaxAge == want.MaxAge &&
+		have.MaxMsgSize == want.MaxMsgSize && have.Discard == want.Discard
+}
+
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, want jetstream.ConsumerConfig) (Change, error) {
+	c, err := js.Consumer(ctx, InStream, want.Durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if _, err := js.CreateConsumer(ctx, InStream, want); err != nil {
+			return Change{}, fmt.Errorf("setup: create consumer %s: %w", want.Durable, err)
+		}
+		return Change{want.Durable, "created"}, nil
+	}
+	if err != nil {
+		return Change{}, fmt.Errorf("setup: look up consumer %s: %w", want.Durable, err)
+	}
+	have := c.CachedInfo().Config
+	if have.FilterSubject == want.FilterSubject && have.AckWait == want.AckWait &&
+		have.MaxDeliver == want.MaxDeliver && have.MaxAckPending == want.MaxAckPending &&
+		have.Description == want.Description && have.AckPolicy == want.AckPolicy {
+		return Change{want.Durable, "unchanged"}, nil
+	}
+	if _, err := js.UpdateConsumer(ctx, InStream, want); err != nil {
+		return Change{}, fmt.Errorf("setup: update consumer %s: %w", want.Durable, err)
+	}
+	return Change{want.Durable, "updated"}, nil
+}
