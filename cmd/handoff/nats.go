@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/publisher"
+	"github.com/handoff-dev/handoff/stream"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// natsFlags are the connection and stream settings shared by subcommands.
+type natsFlags struct {
+	url    string
+	stream stream.Config
+}
+
+func (n *natsFlags) register(f *flags, withStreams bool) {
+	f.String(&n.url, "nats-url", "NATS_URL", nats.DefaultURL, "NATS server URL(s), comma-separated")
+	n.stream = stream.DefaultConfig()
+	if !withStreams {
+		return
+	}
+	d := stream.DefaultConfig()
+	f.Int(&n.stream.Replicas, "stream-replicas", "HANDOFF_STREAM_REPLICAS", d.Replicas, "copies of each stream: 1 for one server, 3 for a cluster")
+	f.Duration(&n.stream.Duplicates, "stream-duplicate-window", "HANDOFF_STREAM_DUPLICATE_WINDOW", d.Duplicates, "window in which a repeated event ID is stored once")
+	f.Int64(&n.stream.MaxBytes, "stream-max-bytes", "HANDOFF_STREAM_MAX_BYTES", d.MaxBytes, "size bound of each stream; a full inbound stream refuses new events")
+	f.Duration(&n.stream.MaxAge, "stream-max-age", "HANDOFF_STREAM_MAX_AGE", d.MaxAge, "how long an unprocessed event may wait")
+	f.Duration(&n.stream.DLQMaxAge, "dlq-max-age", "HANDOFF_DLQ_MAX_AGE", d.DLQMaxAge, "how long dead letters are kept")
+	f.Duration(&n.stream.AckWait, "ack-wait", "HANDOFF_ACK_WAIT", d.AckWait, "time before an unacknowledged event goes to another worker")
+	f.Int(&n.stream.MaxAckPending, "max-ack-pending", "HANDOFF_MAX_ACK_PENDING", d.MaxAckPending, "events in flight across all workers")
+}
+
+// connect opens a NATS connection that reconnects forever and logs its
+// state changes, and a JetStream handle on it.
+func connect(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+func printChanges(w io.Writer, changes []stream.Change) {
+	for _, c := range changes {
+		fmt.Fprintf(w, "%-16s %s\n", c.Name, c.Action)
+	}
+}
+
+func runSetup(ctx context.Context, args []string, stdout io.Writer) error {
+	var n natsFlags
+	var lg logging
+	f := newFlags("setup", "[flags]", "Create or update the JetStream streams (HANDOFF_IN, HANDOFF_OUT, HANDOFF_DLQ)\nand the workers' durable consumer. Safe to run any number of times.")
+	n.register(f, true)
+	lg.register(f)
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	log, err := lg.logger()
+	if err != nil {
+		return err
+	}
+	nc, js, err := connect(n.url, "handoff-setup", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	changes, err := stream.Setup(ctx, js, n.stream)
+	printChanges(stdout, changes)
+	return err
+}
+
+func runPublish(ctx context.Context, args []string, stdout io.Writer) error {
+	var (
+		n                                       natsFlags
+		lg                                      logging
+		conversation, typ, data, id, source, at string
+		asJSON                                  bool
+	)
+	types := make([]string, len(handoff.EventTypes))
+	for i, t := range handoff.EventTypes {
+		types[i] = string(t)
+	}
+	f := newFlags("publish", "--conversation ID --type TYPE --data JSON [flags]",
+		"Publish one event and print where JetStream stored it. Running it twice with the\nsame --id stores the event once (inside the duplicate window).\n\nExample:\n  handoff publish --conversation projects/p/agent/sessions/s1 --type handoff.requested \\\n    --data '{\"customer\":{\"name\":\"Ana\"},\"reason\":\"billing\"}'")
+	n.register(f, false)
+	lg.register(f)
+	f.String(&conversation, "conversation", "", "", "conversation ID as the bot knows it (required)")
+	f.String(&typ, "type", "", "", "event type: "+strings.Join(types, ", ")+" (required)")
+	f.String(&data, "data", "", "{}", "event data as JSON, or @FILE to read it from a file, or @- for stdin")
+	f.String(&id, "id", "", "", "event ID (default: a new UUIDv7); reuse it to make a retry safe")
+	f.String(&source, "source", "HANDOFF_SOURCE", "handoff-cli", "CloudEvents source")
+	f.String(&at, "time", "", "", "event time, RFC 3339 (default: now)")
+	f.Bool(&asJSON, "json", "", false, "print the receipt as JSON")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	if conversation == "" || typ == "" {
+		return usageError{errors.New("publish: --conversation and --type are required")}
+	}
+	raw, err := readData(data)
+	if err != nil {
+		return err
+	}
+	if !json.Valid(raw) {
+		return fmt.Errorf("publish: --data is not valid JSON")
+	}
+	ev := handoff.Event{
+		SpecVersion:     handoff.SpecVersion,
+		ID:              id,
+		Source:          source,
+		Type:            handoff.EventType(typ),
+		Subject:         conversation,
+		Time:            time.Now().UTC(),
+		DataContentType: handoff.ContentTypeJSON,
+		Data:            raw,
+	}
+	if ev.ID == "" {
+		ev.ID = handoff.NewID()
+	}
+	if at != "" {
+		t, err := time.Parse(time.RFC3339Nano, at)
+		if err != nil {
+			return fmt.Errorf("publish: --time: %w", err)
+		}
+		ev.Time = t.UTC()
+	}
+	if err := ev.Validate(); err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	log, err := lg.logger()
+	if err != nil {
+		return err
+	}
+	nc, js, err := connect(n.url, "handoff-publish", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	rcpt, err := publisher.New(js).Publish(ctx, ev)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(stdout).Encode(map[string]any{
+			"id": ev.ID, "stream": rcpt.Stream, "sequence": rcpt.Sequence, "duplicate": rcpt.Duplicate,
+		})
+	}
+	dup := ""
+	if rcpt.Duplicate {
+		dup = " (duplicate: already stored, nothing new)"
+	}
+	fmt.Fprintf(stdout, "published %s id=%s stream=%s seq=%d%s\n", ev.Type, ev.ID, rcpt.Stream, rcpt.Sequence, dup)
+	return nil
+}
+
+func readData(v string) ([]byte, error) {
+	switch {
+	case v == "@-":
+		b, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			return nil, fmt.Errorf("publish: read --data from stdin: %w", err)
+		}
+		return b, nil
+	case strings.HasPrefix(v, "@"):
+		b, err := os.ReadFile(v[1:])
+		if err != nil {
+			return nil, fmt.Errorf("publish: read --data: %w", err)
+		}
+		return b, nil
+	}
+	return []byte(v), nil
+}
