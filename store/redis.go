@@ -335,7 +335,9 @@ func (r *Redis) UpdateConversation(ctx context.Context, id string, fn func(*hand
 			return handoff.Conversation{}, fmt.Errorf("store: %s: version %d changed %d times: %w", op, cur.Version, attempt+1, ErrConflict)
 		}
 		if err := sleep(ctx, backoff(attempt)); err != nil {
-			return handoff.Conversation{}, fail(op, err)
+			// The caller's deadline ran out between attempts; Redis was
+			// answering, so this is not ErrUnavailable.
+			return handoff.Conversation{}, fmt.Errorf("store: %s: waiting to retry after a conflict: %w", op, err)
 		}
 	}
 }
