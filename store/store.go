@@ -32,6 +32,25 @@ var (
 type Token struct {
 	AccessToken string    `json:"access_token"`
 	ExpiresAt   time.Time `json:"expires_at"`
+	// IssuedAt lets readers re-issue a token ahead of its expiry, at a
+	// share of its lifetime; zero for tokens saved without it.
+	IssuedAt time.Time `json:"issued_at,omitzero"`
+}
+
+// Fresh reports whether the token exists and more than the share ahead
+// (e.g. 0.2) of its lifetime remains, so callers re-issue it before it
+// expires. Without IssuedAt, an 8-hour
+// lifetime is assumed, LiveChat's.
+func (t Token) Fresh(now time.Time, ahead float64) bool {
+	if t.AccessToken == "" {
+		return false
+	}
+	issued := t.IssuedAt
+	if issued.IsZero() {
+		issued = t.ExpiresAt.Add(-8 * time.Hour)
+	}
+	life := t.ExpiresAt.Sub(issued)
+	return now.Add(time.Duration(float64(life) * ahead)).Before(t.ExpiresAt)
 }
 
 // Valid reports whether the token exists and is good for at least margin.
@@ -49,8 +68,8 @@ type Store interface {
 	// write); on a lost race it reads again and calls fn again, so fn must
 	// be a pure function of the record. fn returning ErrAbort leaves the
 	// record as it is. The written record (Version+1) is returned. When
-	// the record's ChatID changes, the chat index follows in the same
-	// atomic step.
+	// the record's ChatID changes, the chat index follows right after the
+	// record (see Redis for the order and why readers can trust it).
 	UpdateConversation(ctx context.Context, id string, fn func(*handoff.Conversation) error) (handoff.Conversation, error)
 	// ConversationByChat returns the conversation a LiveChat chat belongs
 	// to, or ErrNotFound.

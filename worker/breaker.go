@@ -1,0 +1,60 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/handoff-dev/handoff/livechat"
+	"github.com/sony/gobreaker/v2"
+)
+
+// errBreakerOpen: LiveChat failed too often lately; events wait in the
+// stream instead of hammering it.
+var errBreakerOpen = errors.New("livechat circuit open")
+
+// breaker is a circuit breaker in front of LiveChat (sony/gobreaker: a
+// small, well-kept implementation of exactly the closed/open/half-open
+// machine we need). Only failures that mean "LiveChat is in trouble" count:
+// 5xx, timeouts and network errors. A 4xx answer, a 429 or an expired token
+// is LiveChat working as designed.
+type breaker struct {
+	cb *gobreaker.CircuitBreaker[struct{}]
+}
+
+func newBreaker(failures int, openFor time.Duration, m *metrics) *breaker {
+	st := gobreaker.Settings{
+		Name:        "livechat",
+		MaxRequests: 5,
+		Timeout:     openFor,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= uint32(failures) },
+		IsSuccessful: func(err error) bool {
+			return err == nil || !troubled(err)
+		},
+		OnStateChange: func(_ string, _, to gobreaker.State) {
+			m.breakerState.Set(float64(to))
+		},
+	}
+	return &breaker{cb: gobreaker.NewCircuitBreaker[struct{}](st)}
+}
+
+func troubled(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	var le *livechat.Error
+	if errors.As(err, &le) {
+		return le.Status >= 500 || le.Type == livechat.ErrTypeInternal || le.Type == livechat.ErrTypeServiceUnavailable || le.Type == livechat.ErrTypeRequestTimeout
+	}
+	return livechat.IsRetryable(err)
+}
+
+// do runs fn unless the circuit is open.
+func (b *breaker) do(ctx context.Context, fn func(context.Context) error) error {
+	_, err := b.cb.Execute(func() (struct{}, error) { return struct{}{}, fn(ctx) })
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		return fmt.Errorf("%w: %w", errBreakerOpen, err)
+	}
+	return err
+}

@@ -1,0 +1,161 @@
+package worker
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the worker's Prometheus metrics, defined once here.
+type metrics struct {
+	events              *prometheus.CounterVec
+	duration            *prometheus.HistogramVec
+	lag                 prometheus.Histogram
+	retries             *prometheus.CounterVec
+	tokenReissues       *prometheus.CounterVec
+	inFlight            prometheus.Gauge
+	deadLetters         *prometheus.CounterVec
+	reconciled          prometheus.Counter
+	breakerState        prometheus.Gauge
+	consumerPending     prometheus.Gauge
+	consumerAckPending  prometheus.Gauge
+	consumerRedelivered prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "handoff_worker_events_total",
+			Help: "Events taken from the inbound stream, by type and outcome (applied, duplicate, deferred, retried, dead_lettered).",
+		}, []string{"type", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "handoff_worker_event_duration_seconds",
+			Help:    "Time from taking an event to its outcome, including retries.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"type"}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "handoff_worker_end_to_end_lag_seconds",
+			Help:    "Time from an event's publication to LiveChat accepting it.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "handoff_worker_retries_total",
+			Help: "Attempts that failed and will be retried, by reason.",
+		}, []string{"reason"}),
+		tokenReissues: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "handoff_worker_token_reissues_total",
+			Help: "LiveChat access tokens obtained, by kind (agent, customer).",
+		}, []string{"kind"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "handoff_worker_events_in_flight",
+			Help: "Events this process holds: being applied or waiting behind an older event of their conversation.",
+		}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "handoff_worker_dead_letters_total",
+			Help: "Events moved to the dead-letter stream, by reason.",
+		}, []string{"reason"}),
+		reconciled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "handoff_worker_reconciled_sends_total",
+			Help: "Messages found already in LiveChat by custom_id after an uncertain attempt, so not sent again.",
+		}),
+		breakerState: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "handoff_worker_livechat_circuit_state",
+			Help: "State of the circuit breaker in front of LiveChat: 0 closed, 1 half-open, 2 open.",
+		}),
+		consumerPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "handoff_worker_consumer_pending_messages",
+			Help: "Events in the inbound stream not yet delivered to any worker (read from the consumer).",
+		}),
+		consumerAckPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "handoff_worker_consumer_ack_pending_messages",
+			Help: "Events delivered to workers and not yet acknowledged (read from the consumer).",
+		}),
+		consumerRedelivered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "handoff_worker_consumer_redelivered_messages",
+			Help: "Events delivered more than once and not yet acknowledged (read from the consumer).",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.events, m.duration, m.lag, m.retries, m.tokenReissues, m.inFlight,
+		m.deadLetters, m.reconciled, m.breakerState, m.consumerPending, m.consumerAckPending, m.consumerRedelivered} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) observe(typ, outcome string, start time.Time) {
+	m.events.WithLabelValues(typ, outcome).Inc()
+	m.duration.WithLabelValues(typ).Observe(time.Since(start).Seconds())
+}
+
+func (m *metrics) retried(reason string) { m.retries.WithLabelValues(reason).Inc() }
+
+// LiveChatMetrics measures every request to LiveChat by action and status
+// code. Wrap the LiveChat client's transport with it.
+type LiveChatMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// NewLiveChatMetrics registers the LiveChat request metrics on reg.
+func NewLiveChatMetrics(reg prometheus.Registerer) (*LiveChatMetrics, error) {
+	l := &LiveChatMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "handoff_livechat_requests_total",
+			Help: "Requests to LiveChat by action and HTTP status code (\"error\" when no answer came).",
+		}, []string{"action", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "handoff_livechat_request_duration_seconds",
+			Help:    "Duration of requests to LiveChat by action.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15},
+		}, []string{"action"}),
+	}
+	for _, c := range []prometheus.Collector{l.requests, l.duration} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// Transport wraps next so every request is counted.
+func (l *LiveChatMetrics) Transport(next http.RoundTripper) http.RoundTripper {
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	return roundTripper(func(r *http.Request) (*http.Response, error) {
+		action := actionOf(r.URL.Path)
+		start := time.Now()
+		resp, err := next.RoundTrip(r)
+		l.duration.WithLabelValues(action).Observe(time.Since(start).Seconds())
+		code := "error"
+		if err == nil {
+			code = strconv.Itoa(resp.StatusCode)
+		}
+		l.requests.WithLabelValues(action, code).Inc()
+		return resp, err
+	})
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// actionOf names a LiveChat request by its path: the action of the Web API,
+// or the accounts endpoint.
+func actionOf(path string) string {
+	if i := strings.LastIndex(path, "/action/"); i >= 0 {
+		return path[i+len("/action/"):]
+	}
+	switch {
+	case strings.HasSuffix(path, "/customer/token"):
+		return "customer_token"
+	case strings.HasSuffix(path, "/token"):
+		return "token"
+	}
+	return "other"
+}

@@ -1,0 +1,461 @@
+// Package worker applies the events of the inbound stream to LiveChat.
+//
+// Any number of worker processes share one durable pull consumer. Each
+// conversation's events reach LiveChat in publish order and exactly once:
+// a worker applies an event only when it is the oldest message still stored
+// on its conversation's subject (the stream is a work queue, so applied
+// events are gone), the conversation record's LastSeq fences late writers,
+// and every LiveChat message carries the event ID as custom_id so an
+// uncertain send is looked up before it is sent again. ARCHITECTURE.md walks
+// through the cases.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/handoff-dev/handoff/livechat"
+	"github.com/handoff-dev/handoff/store"
+	"github.com/handoff-dev/handoff/stream"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config tunes a worker. Zero fields take the defaults of DefaultConfig.
+type Config struct {
+	// Group is the LiveChat group chats go to when an event names none.
+	Group int
+	// Continuous makes LiveChat create chats even when no agent is online,
+	// so messages wait for one instead of failing with groups_offline.
+	Continuous bool
+	// MaxInFlight bounds the events one process holds at once: being
+	// applied, or waiting behind an older event of the same conversation.
+	MaxInFlight int
+	// MaxAttempts is the retry budget of one event for transient failures
+	// before it is dead-lettered. Outages (LiveChat's circuit open, Redis
+	// or NATS unreachable) do not spend it: events wait for them.
+	MaxAttempts int
+	// BackoffBase and BackoffMax bound the exponential backoff with jitter
+	// between attempts; a Retry-After from LiveChat wins when longer.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// OrderDelay is how long an event waits before redelivery when an older
+	// event of its conversation is held by another worker.
+	OrderDelay time.Duration
+	// OutageDelay is how long an event waits before redelivery during an
+	// outage of LiveChat, Redis or NATS.
+	OutageDelay time.Duration
+	// PendingLimit bounds the user messages kept while no chat is open.
+	PendingLimit int
+	// ShutdownTimeout bounds how long Run finishes in-flight events after
+	// its context ends; what is left is handed back to the stream.
+	ShutdownTimeout time.Duration
+	// AckWait must match the consumer's; the worker signals progress at a
+	// third of it and stops LiveChat side effects of an event whose lease
+	// it can no longer prove (half of it without a successful heartbeat).
+	AckWait time.Duration
+	// Stream is applied with stream.Setup at start.
+	Stream stream.Config
+	// Breaker tunes the circuit breaker in front of LiveChat.
+	BreakerFailures int
+	BreakerOpenFor  time.Duration
+	// StatsInterval is how often consumer info is read for metrics.
+	StatsInterval time.Duration
+}
+
+// DefaultConfig returns the defaults documented in README.md.
+func DefaultConfig() Config {
+	sc := stream.DefaultConfig()
+	return Config{
+		Continuous:      true,
+		MaxInFlight:     1024,
+		MaxAttempts:     12,
+		BackoffBase:     100 * time.Millisecond,
+		BackoffMax:      10 * time.Second,
+		OrderDelay:      100 * time.Millisecond,
+		OutageDelay:     2 * time.Second,
+		PendingLimit:    50,
+		ShutdownTimeout: 20 * time.Second,
+		AckWait:         sc.AckWait,
+		Stream:          sc,
+		BreakerFailures: 20,
+		BreakerOpenFor:  5 * time.Second,
+		StatsInterval:   5 * time.Second,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = d.MaxInFlight
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = d.MaxAttempts
+	}
+	if c.BackoffBase <= 0 {
+		c.BackoffBase = d.BackoffBase
+	}
+	if c.BackoffMax <= 0 {
+		c.BackoffMax = d.BackoffMax
+	}
+	if c.OrderDelay <= 0 {
+		c.OrderDelay = d.OrderDelay
+	}
+	if c.OutageDelay <= 0 {
+		c.OutageDelay = d.OutageDelay
+	}
+	if c.PendingLimit <= 0 {
+		c.PendingLimit = d.PendingLimit
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = d.ShutdownTimeout
+	}
+	if c.Stream.AckWait <= 0 {
+		c.Stream = d.Stream
+	}
+	c.AckWait = c.Stream.AckWait
+	if c.BreakerFailures <= 0 {
+		c.BreakerFailures = d.BreakerFailures
+	}
+	if c.BreakerOpenFor <= 0 {
+		c.BreakerOpenFor = d.BreakerOpenFor
+	}
+	if c.StatsInterval <= 0 {
+		c.StatsInterval = d.StatsInterval
+	}
+	return c
+}
+
+// Worker consumes the inbound stream. Create it with New and call Run.
+type Worker struct {
+	cfg     Config
+	js      jetstream.JetStream
+	lc      *livechat.Client
+	st      store.Store
+	log     *slog.Logger
+	m       *metrics
+	tokens  *tokens
+	breaker *breaker
+	in      jetstream.Stream
+
+	mu       sync.Mutex
+	convs    map[string]*convQueue
+	held     map[uint64]*item
+	stopping bool
+	wg       sync.WaitGroup
+}
+
+// New returns a worker. lc must be built with the HTTP client from
+// InstrumentHTTPClient (or any client) so LiveChat requests are measured;
+// reg receives the worker's metrics.
+func New(cfg Config, js jetstream.JetStream, lc *livechat.Client, st store.Store, reg prometheus.Registerer, log *slog.Logger) (*Worker, error) {
+	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	w := &Worker{
+		cfg:   cfg,
+		js:    js,
+		lc:    lc,
+		st:    st,
+		log:   log,
+		m:     m,
+		convs: map[string]*convQueue{},
+		held:  map[uint64]*item{},
+	}
+	w.breaker = newBreaker(cfg.BreakerFailures, cfg.BreakerOpenFor, m)
+	w.tokens = newTokens(lc, st, w.breaker, m, log)
+	return w, nil
+}
+
+// item is one delivered message this process holds.
+type item struct {
+	msg       jetstream.Msg
+	seq       uint64
+	delivered uint64
+	subject   string
+	published time.Time
+	// lease is when the worker last proved to NATS that it still holds the
+	// message (delivery or a heartbeat on a connected client).
+	mu    sync.Mutex
+	lease time.Time
+}
+
+func (it *item) leaseAge() time.Duration {
+	it.mu.Lock()
+	defer it.mu.Unlock()
+	return time.Since(it.lease)
+}
+
+func (it *item) renew() {
+	it.mu.Lock()
+	it.lease = time.Now()
+	it.mu.Unlock()
+}
+
+// convQueue holds one conversation's messages in stream order.
+type convQueue struct {
+	items []*item
+}
+
+func (q *convQueue) insert(it *item) {
+	i := sort.Search(len(q.items), func(i int) bool { return q.items[i].seq >= it.seq })
+	if i < len(q.items) && q.items[i].seq == it.seq {
+		// A redelivery of a message we already hold: keep the newer
+		// delivery, whose ack reply is the live one.
+		q.items[i] = it
+		return
+	}
+	q.items = append(q.items, nil)
+	copy(q.items[i+1:], q.items[i:])
+	q.items[i] = it
+}
+
+// Run sets up the streams, then consumes until ctx ends; then it stops
+// fetching, finishes in-flight events within ShutdownTimeout, hands back
+// the rest and returns nil.
+func (w *Worker) Run(ctx context.Context) error {
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	_, err := stream.Setup(setupCtx, w.js, w.cfg.Stream)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	w.in, err = w.js.Stream(ctx, stream.InStream)
+	if err != nil {
+		return fmt.Errorf("worker: open stream %s: %w", stream.InStream, err)
+	}
+	cons, err := w.js.Consumer(ctx, stream.InStream, stream.Consumer)
+	if err != nil {
+		return fmt.Errorf("worker: open consumer %s: %w", stream.Consumer, err)
+	}
+	// Prefetch no more than we can hold, so buffered messages do not sit
+	// out their ack wait in the client (nats.go #1929).
+	prefetch := min(w.cfg.MaxInFlight, 256)
+	iter, err := cons.Messages(jetstream.PullMaxMessages(prefetch), jetstream.PullHeartbeat(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("worker: consume: %w", err)
+	}
+	w.log.Info("worker started", "stream", stream.InStream, "consumer", stream.Consumer, "max_in_flight", w.cfg.MaxInFlight)
+
+	// Work outlives ctx by ShutdownTimeout so a SIGTERM does not cut a
+	// LiveChat call in half.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+
+	bgCtx, stopBG := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	bg.Add(2)
+	go func() { defer bg.Done(); w.heartbeats(bgCtx) }()
+	go func() { defer bg.Done(); w.consumerStats(bgCtx, cons) }()
+
+	go func() {
+		<-ctx.Done()
+		iter.Stop()
+	}()
+
+	slots := make(chan struct{}, w.cfg.MaxInFlight)
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		msg, err := iter.Next()
+		if err != nil {
+			<-slots
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+				break
+			}
+			w.log.Warn("fetch failed", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		w.dispatch(workCtx, msg, func() { <-slots })
+	}
+
+	w.log.Info("worker stopping: finishing in-flight events", "deadline", w.cfg.ShutdownTimeout)
+	w.mu.Lock()
+	w.stopping = true
+	w.mu.Unlock()
+	done := make(chan struct{})
+	go func() { w.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(w.cfg.ShutdownTimeout):
+		w.log.Warn("shutdown deadline passed: handing back in-flight events")
+		cancelWork()
+		<-done
+	}
+	stopBG()
+	bg.Wait()
+	w.log.Info("worker stopped")
+	return nil
+}
+
+// dispatch queues msg behind the conversation's older messages and starts
+// the conversation's runner if it is idle. It never blocks.
+func (w *Worker) dispatch(ctx context.Context, msg jetstream.Msg, release func()) {
+	md, err := msg.Metadata()
+	if err != nil {
+		w.log.Error("message without metadata: terminating", "subject", msg.Subject(), "err", err)
+		_ = msg.Term()
+		release()
+		return
+	}
+	it := &item{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, subject: msg.Subject(), published: md.Timestamp, lease: time.Now()}
+	w.mu.Lock()
+	if old, ok := w.held[it.seq]; ok && old != it {
+		// Redelivered while we still hold it: the old delivery's slot is
+		// released when its runner sees it replaced.
+		release()
+		release = func() {}
+	}
+	w.held[it.seq] = it
+	q, running := w.convs[it.subject]
+	if !running {
+		q = &convQueue{}
+		w.convs[it.subject] = q
+	}
+	q.insert(it)
+	w.m.inFlight.Set(float64(len(w.held)))
+	w.mu.Unlock()
+	if !running {
+		w.wg.Add(1)
+		go w.runConversation(ctx, it.subject, q, release)
+		return
+	}
+	// The runner owns the slot accounting of queued items through done().
+	w.addRelease(it, release)
+}
+
+// releases maps held items to their semaphore release; kept apart from item
+// so the hot path stays small.
+var releases sync.Map
+
+func (w *Worker) addRelease(it *item, release func()) { releases.Store(it, release) }
+
+func (w *Worker) done(it *item) {
+	w.mu.Lock()
+	if w.held[it.seq] == it {
+		delete(w.held, it.seq)
+	}
+	w.m.inFlight.Set(float64(len(w.held)))
+	w.mu.Unlock()
+	if r, ok := releases.LoadAndDelete(it); ok {
+		r.(func())()
+	}
+}
+
+// runConversation applies a conversation's queued messages one at a time,
+// in stream order, and exits when the queue is empty.
+func (w *Worker) runConversation(ctx context.Context, subject string, q *convQueue, firstRelease func()) {
+	defer w.wg.Done()
+	first := true
+	for {
+		w.mu.Lock()
+		if len(q.items) == 0 {
+			delete(w.convs, subject)
+			w.mu.Unlock()
+			return
+		}
+		it := q.items[0]
+		q.items = q.items[1:]
+		stopping := w.stopping
+		w.mu.Unlock()
+		if first {
+			w.addRelease(it, firstRelease)
+			first = false
+		}
+		if stopping {
+			// Hand it back untouched: another worker (or this one after a
+			// restart) takes it in order.
+			_ = it.msg.Nak()
+			w.done(it)
+			continue
+		}
+		if requeue := w.process(ctx, it); requeue {
+			w.mu.Lock()
+			q.insert(it)
+			w.mu.Unlock()
+			continue
+		}
+		w.done(it)
+	}
+}
+
+// heldBy reports whether this process holds seq of subject, waiting.
+func (w *Worker) holdsWaiting(subject string, seq uint64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	q, ok := w.convs[subject]
+	if !ok {
+		return false
+	}
+	for _, it := range q.items {
+		if it.seq == seq {
+			return true
+		}
+	}
+	return false
+}
+
+// heartbeats tells NATS every third of the ack wait that the held messages
+// are still being worked on, so they are not redelivered elsewhere.
+func (w *Worker) heartbeats(ctx context.Context) {
+	t := time.NewTicker(w.cfg.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		items := make([]*item, 0, len(w.held))
+		for _, it := range w.held {
+			items = append(items, it)
+		}
+		w.mu.Unlock()
+		connected := w.js.Conn().IsConnected()
+		for _, it := range items {
+			if err := it.msg.InProgress(); err == nil && connected {
+				it.renew()
+			}
+		}
+	}
+}
+
+// consumerStats reads the consumer's pending and redelivered counts for the
+// metrics (and for queue-lag autoscaling).
+func (w *Worker) consumerStats(ctx context.Context, cons jetstream.Consumer) {
+	t := time.NewTicker(w.cfg.StatsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := cons.Info(ictx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		w.m.consumerPending.Set(float64(info.NumPending))
+		w.m.consumerAckPending.Set(float64(info.NumAckPending))
+		w.m.consumerRedelivered.Set(float64(info.NumRedelivered))
+	}
+}
