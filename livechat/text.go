@@ -1,0 +1,48 @@
+package livechat
+
+import (
+	"unicode"
+	"unicode/utf8"
+)
+
+// MaxTextBytes is the largest message text LiveChat accepts.
+const MaxTextBytes = 16 * 1024
+
+// SplitText cuts text into parts of at most max bytes, never inside a
+// UTF-8 sequence, preferring to cut after whitespace so words stay whole.
+// Whitespace at a cut stays with the part before it, so joining the parts
+// gives text back exactly. Empty text gives no parts; max below 4 is raised
+// to 4 so every rune fits.
+func SplitText(text string, max int) []string {
+	if max < utf8.UTFMax {
+		max = utf8.UTFMax
+	}
+	var parts []string
+	for len(text) > max {
+		cut := max
+		// Step back to a rune boundary.
+		for cut > 0 && !utf8.RuneStart(text[cut]) {
+			cut--
+		}
+		if cut == 0 {
+			// Not UTF-8 at all: bytes are all that can be kept intact.
+			cut = max
+		}
+		// Prefer the last whitespace in the second half of the window,
+		// so a long word does not produce tiny parts.
+		for i := cut; i > max/2; {
+			r, size := utf8.DecodeLastRuneInString(text[:i])
+			if unicode.IsSpace(r) {
+				cut = i
+				break
+			}
+			i -= size
+		}
+		parts = append(parts, text[:cut])
+		text = text[cut:]
+	}
+	if text != "" {
+		parts = append(parts, text)
+	}
+	return parts
+}

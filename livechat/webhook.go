@@ -1,0 +1,127 @@
+package livechat
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Webhook actions handoff registers for.
+const (
+	ActionIncomingEvent   = "incoming_event"
+	ActionChatDeactivated = "chat_deactivated"
+	ActionIncomingChat    = "incoming_chat"
+	ActionUserAdded       = "user_added_to_chat"
+	ActionChatTransferred = "chat_transferred"
+)
+
+// WebhookDelivery is one webhook body LiveChat POSTs to us. Payload is
+// decoded per action with the methods below.
+type WebhookDelivery struct {
+	WebhookID, SecretKey, Action, OrganizationID string
+	// LicenseID is set by payloads older than API 3.4 instead of
+	// OrganizationID.
+	LicenseID      int64
+	Payload        json.RawMessage
+	AdditionalData json.RawMessage
+}
+
+type wireDelivery struct {
+	WebhookID      string          `json:"webhook_id"`
+	SecretKey      string          `json:"secret_key"`
+	Action         string          `json:"action"`
+	OrganizationID string          `json:"organization_id"`
+	LicenseID      int64           `json:"license_id"`
+	Payload        json.RawMessage `json:"payload"`
+	AdditionalData json.RawMessage `json:"additional_data"`
+}
+
+// ParseWebhook decodes a webhook body. It checks the envelope only; the
+// caller must still CheckSecret before trusting it.
+func ParseWebhook(body []byte) (WebhookDelivery, error) {
+	if err := requireObject(body); err != nil {
+		return WebhookDelivery{}, fmt.Errorf("livechat: webhook: %w", err)
+	}
+	var w wireDelivery
+	if err := json.Unmarshal(body, &w); err != nil {
+		return WebhookDelivery{}, fmt.Errorf("livechat: webhook: %w", err)
+	}
+	switch {
+	case w.Action == "":
+		return WebhookDelivery{}, fmt.Errorf("livechat: webhook: %w", errMissing("action"))
+	case !isObject(w.Payload):
+		return WebhookDelivery{}, fmt.Errorf("livechat: webhook %s: payload is not an object", w.Action)
+	}
+	return WebhookDelivery(w), nil
+}
+
+func isObject(raw json.RawMessage) bool {
+	t := bytes.TrimLeft(raw, " \t\r\n")
+	return len(t) > 0 && t[0] == '{'
+}
+
+// CheckSecret reports whether the delivery carries secret, in constant
+// time: the body's secret_key is the only proof that LiveChat sent it.
+func (d WebhookDelivery) CheckSecret(secret string) bool {
+	if secret == "" {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(d.SecretKey), []byte(secret)) == 1
+}
+
+// IncomingEventPayload is the payload of incoming_event.
+type IncomingEventPayload struct {
+	ChatID, ThreadID string
+	Event            Event
+}
+
+// ChatDeactivatedPayload is the payload of chat_deactivated. UserID is
+// empty when LiveChat's router, not a person, closed the chat.
+type ChatDeactivatedPayload struct {
+	ChatID, ThreadID, UserID string
+}
+
+var errWrongAction = errors.New("wrong action")
+
+// IncomingEvent decodes an incoming_event payload.
+func (d WebhookDelivery) IncomingEvent() (IncomingEventPayload, error) {
+	if d.Action != ActionIncomingEvent {
+		return IncomingEventPayload{}, fmt.Errorf("livechat: webhook %s as %s: %w", d.Action, ActionIncomingEvent, errWrongAction)
+	}
+	var p struct {
+		ChatID   string `json:"chat_id"`
+		ThreadID string `json:"thread_id"`
+		Event    *Event `json:"event"`
+	}
+	if err := json.Unmarshal(d.Payload, &p); err != nil {
+		return IncomingEventPayload{}, fmt.Errorf("livechat: webhook %s: %w", d.Action, err)
+	}
+	switch {
+	case p.ChatID == "":
+		return IncomingEventPayload{}, fmt.Errorf("livechat: webhook %s: %w", d.Action, errMissing("chat_id"))
+	case p.Event == nil || p.Event.ID == "":
+		return IncomingEventPayload{}, fmt.Errorf("livechat: webhook %s: %w", d.Action, errMissing("event.id"))
+	}
+	return IncomingEventPayload{ChatID: p.ChatID, ThreadID: p.ThreadID, Event: *p.Event}, nil
+}
+
+// ChatDeactivated decodes a chat_deactivated payload.
+func (d WebhookDelivery) ChatDeactivated() (ChatDeactivatedPayload, error) {
+	if d.Action != ActionChatDeactivated {
+		return ChatDeactivatedPayload{}, fmt.Errorf("livechat: webhook %s as %s: %w", d.Action, ActionChatDeactivated, errWrongAction)
+	}
+	var p struct {
+		ChatID   string `json:"chat_id"`
+		ThreadID string `json:"thread_id"`
+		UserID   string `json:"user_id"`
+	}
+	if err := json.Unmarshal(d.Payload, &p); err != nil {
+		return ChatDeactivatedPayload{}, fmt.Errorf("livechat: webhook %s: %w", d.Action, err)
+	}
+	if p.ChatID == "" {
+		return ChatDeactivatedPayload{}, fmt.Errorf("livechat: webhook %s: %w", d.Action, errMissing("chat_id"))
+	}
+	return ChatDeactivatedPayload(p), nil
+}
