@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/handoff-dev/handoff"
@@ -38,12 +39,7 @@ func (w *Worker) deadLetter(ctx context.Context, it *item, ev handoff.Event, rea
 		Data:    it.msg.Data(),
 		Header:  nats.Header{},
 	}
-	for k, vs := range it.msg.Headers() {
-		for _, v := range vs {
-			msg.Header.Add(k, v)
-		}
-	}
-	msg.Header.Del(jetstream.MsgIDHeader)
+	copyHeaders(msg.Header, it.msg.Headers(), "Handoff-Dlq-")
 	msg.Header.Set(HeaderDLQReason, reason)
 	msg.Header.Set(HeaderDLQError, truncate(cause.Error(), 2000))
 	msg.Header.Set(HeaderDLQSubject, it.subject)
@@ -68,6 +64,20 @@ func (w *Worker) deadLetter(ctx context.Context, it *item, ev handoff.Event, rea
 	}
 	w.m.deadLetters.WithLabelValues(reason).Inc()
 	w.log.Error("event dead-lettered", "reason", reason, "conversation", conv, "event", ev.ID, "type", ev.Type, "seq", it.seq, "err", cause)
+}
+
+// copyHeaders copies the event's own headers; NATS control headers
+// (Nats-Msg-Id, Nats-Expected-Stream, ...) belong to the original publish
+// and would make the new one fail or be dropped as a duplicate.
+func copyHeaders(dst, src nats.Header, skipPrefix string) {
+	for k, vs := range src {
+		if strings.HasPrefix(k, "Nats-") || strings.HasPrefix(k, skipPrefix) {
+			continue
+		}
+		for _, v := range vs {
+			dst.Add(k, v)
+		}
+	}
 }
 
 func truncate(s string, n int) string {
@@ -155,14 +165,7 @@ func ReplayDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) (
 		subject = stream.InSubject(d.Conversation)
 	}
 	out := &nats.Msg{Subject: subject, Data: m.Data, Header: nats.Header{}}
-	for k, vs := range m.Header {
-		if len(k) > len("Handoff-Dlq-") && k[:len("Handoff-Dlq-")] == "Handoff-Dlq-" {
-			continue
-		}
-		for _, v := range vs {
-			out.Header.Add(k, v)
-		}
-	}
+	copyHeaders(out.Header, m.Header, "Handoff-Dlq-")
 	out.Header.Set(HeaderReplay, strconv.FormatUint(seq, 10))
 	if _, err := js.PublishMsg(ctx, out, jetstream.WithMsgID(fmt.Sprintf("replay:%d:%s", seq, d.EventID))); err != nil {
 		return d, fmt.Errorf("dlq: replay %d: %w", seq, err)

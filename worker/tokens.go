@@ -33,14 +33,14 @@ type tokens struct {
 
 	mu       sync.Mutex
 	agent    store.Token
-	customer map[string]store.Token
+	customers map[string]store.Token
 	// refused remembers tokens LiveChat answered `authentication` to, so
 	// a copy of them in the store is not trusted again.
 	refused map[string]bool
 }
 
 func newTokens(lc *livechat.Client, st store.Store, br *breaker, m *metrics, log *slog.Logger) *tokens {
-	return &tokens{lc: lc, st: st, br: br, m: m, log: log, customer: map[string]store.Token{}, refused: map[string]bool{}}
+	return &tokens{lc: lc, st: st, br: br, m: m, log: log, customers: map[string]store.Token{}, refused: map[string]bool{}}
 }
 
 const (
@@ -90,7 +90,7 @@ func (t *tokens) agentToken(ctx context.Context) (string, error) {
 // customer returns a fresh token for an existing customer.
 func (t *tokens) customer(ctx context.Context, customerID string) (string, error) {
 	t.mu.Lock()
-	cached := t.customer[customerID]
+	cached := t.customers[customerID]
 	t.mu.Unlock()
 	if cached.Fresh(time.Now(), refreshAhead) && !t.isRefused(cached.AccessToken) {
 		return cached.AccessToken, nil
@@ -111,7 +111,7 @@ func (t *tokens) customer(ctx context.Context, customerID string) (string, error
 			return nil, err
 		}
 		t.mu.Lock()
-		t.customer[customerID] = tok
+		t.customers[customerID] = tok
 		t.mu.Unlock()
 		return tok.AccessToken, nil
 	})
@@ -132,7 +132,7 @@ func (t *tokens) newCustomer(ctx context.Context) (livechat.Token, error) {
 	}
 	st := store.Token{AccessToken: lt.AccessToken, ExpiresAt: lt.ExpiresAt, IssuedAt: time.Now()}
 	t.mu.Lock()
-	t.customer[lt.EntityID] = st
+	t.customers[lt.EntityID] = st
 	t.mu.Unlock()
 	if err := t.st.SaveCustomerToken(ctx, lt.EntityID, st); err != nil {
 		t.log.Warn("could not cache the new customer's token", "err", err)
@@ -223,8 +223,8 @@ func (t *tokens) refuse(tok string) {
 // invalidateCustomer drops a customer token LiveChat refused.
 func (t *tokens) invalidateCustomer(customerID string) {
 	t.mu.Lock()
-	tok := t.customer[customerID]
-	delete(t.customer, customerID)
+	tok := t.customers[customerID]
+	delete(t.customers, customerID)
 	t.mu.Unlock()
 	if tok.AccessToken != "" {
 		t.refuse(tok.AccessToken)

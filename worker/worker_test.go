@@ -1,0 +1,229 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/livechat/livechatsim"
+	"github.com/handoff-dev/handoff/stream"
+	"github.com/handoff-dev/handoff/worker"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestHandoffMessagesAndCancel(t *testing.T) {
+	e := newEnv(t)
+	e.startWorker(testConfig())
+	c := conv(1)
+	g := 3
+	h := e.publish(handoff.TypeHandoffRequested, c, handoff.HandoffRequested{
+		Customer:   handoff.Customer{Name: "Ana Souza", Email: "ana@example.com", Fields: map[string]string{"plan": "pro"}},
+		Transcript: []handoff.TranscriptEntry{{Author: handoff.AuthorUser, Text: "my order is late"}, {Author: handoff.AuthorBot, Text: "Order number?"}},
+		Group:      &g, Reason: "billing", Text: "talk to an agent",
+	})
+	m1 := e.publish(handoff.TypeMessageUser, c, handoff.UserMessage{Text: "order 1234"})
+	m2 := e.publish(handoff.TypeMessageUser, c, handoff.UserMessage{Text: "are you there?"})
+	e.waitDrained(20 * time.Second)
+
+	chat := e.chatOf(c)
+	want := []string{"my order is late", "[bot] Order number?", "talk to an agent", "order 1234", "are you there?"}
+	if got := customerTexts(chat); !slices.Equal(got, want) {
+		t.Errorf("chat texts = %q, want %q", got, want)
+	}
+	if chat.Customer.Name != "Ana Souza" || chat.Customer.Email != "ana@example.com" || !chat.Active {
+		t.Errorf("chat customer %+v active %v", chat.Customer, chat.Active)
+	}
+	if !slices.Equal(chat.GroupIDs, []int{3}) {
+		t.Errorf("chat groups %v, want [3]", chat.GroupIDs)
+	}
+	e.checkExactlyOnceInOrder(map[string][]string{c: {h.ID + "/0", h.ID + "/1", h.ID + "/2", m1.ID, m2.ID}})
+	rec, _ := e.st.Conversation(context.Background(), c)
+	if rec.Mode != handoff.ModeQueued || rec.LastEventID != m2.ID {
+		t.Errorf("record after messages: %+v", rec)
+	}
+
+	e.publish(handoff.TypeHandoffCancelled, c, handoff.HandoffCancelled{Reason: "back to bot"})
+	e.waitDrained(20 * time.Second)
+	rec, _ = e.st.Conversation(context.Background(), c)
+	if rec.Mode != handoff.ModeBot {
+		t.Errorf("mode after cancel = %s, want bot", rec.Mode)
+	}
+	if e.chatOf(c).Active {
+		t.Errorf("chat still active after cancel")
+	}
+
+	// Back with the bot, messages are kept for the next handoff, which
+	// resumes the same chat (one customer, one chat).
+	m3 := e.publish(handoff.TypeMessageUser, c, handoff.UserMessage{Text: "still there?"})
+	h2 := e.publish(handoff.TypeHandoffRequested, c, handoff.HandoffRequested{Text: "agent again"})
+	e.waitDrained(20 * time.Second)
+	chat = e.chatOf(c)
+	texts := customerTexts(chat)
+	if !slices.Equal(texts[len(texts)-2:], []string{"still there?", "agent again"}) || !chat.Active {
+		t.Errorf("after second handoff: texts %q active %v", texts, chat.Active)
+	}
+	if n := len(e.sim.Chats()); n != 1 {
+		t.Errorf("%d chats, want 1", n)
+	}
+	_ = m3
+	_ = h2
+}
+
+func TestRepeatedHandoffOpensOneChat(t *testing.T) {
+	e := newEnv(t)
+	e.startWorker(testConfig())
+	c := conv(2)
+	for range 3 {
+		e.publish(handoff.TypeHandoffRequested, c, handoff.HandoffRequested{Text: "agent!"})
+	}
+	e.waitDrained(20 * time.Second)
+	if n := len(e.sim.Chats()); n != 1 {
+		t.Fatalf("%d chats, want 1", n)
+	}
+	if got := customerTexts(e.chatOf(c)); !slices.Equal(got, []string{"agent!", "agent!", "agent!"}) {
+		t.Errorf("texts %q: the repeats should arrive as messages", got)
+	}
+}
+
+func TestMessageBeforeHandoffIsKeptForTheChat(t *testing.T) {
+	e := newEnv(t)
+	e.startWorker(testConfig())
+	c := conv(3)
+	e.publish(handoff.TypeMessageUser, c, handoff.UserMessage{Text: "hello?"})
+	e.waitDrained(20 * time.Second)
+	rec, _ := e.st.Conversation(context.Background(), c)
+	if rec.ChatID != "" || len(rec.Pending) != 1 || rec.Pending[0].Text != "hello?" {
+		t.Fatalf("record %+v: the message should wait in Pending", rec)
+	}
+	e.publish(handoff.TypeHandoffRequested, c, handoff.HandoffRequested{})
+	e.waitDrained(20 * time.Second)
+	if got := customerTexts(e.chatOf(c)); !slices.Equal(got, []string{"hello?"}) {
+		t.Errorf("chat texts %q, want the kept message", got)
+	}
+}
+
+func TestLongMessagesAreSplit(t *testing.T) {
+	e := newEnv(t)
+	e.startWorker(testConfig())
+	c := conv(4)
+	e.publish(handoff.TypeHandoffRequested, c, handoff.HandoffRequested{})
+	long := strings.Repeat("word ", 7000) // 35,000 bytes
+	m := e.publish(handoff.TypeMessageUser, c, handoff.UserMessage{Text: long})
+	e.waitDrained(20 * time.Second)
+	var parts []string
+	for _, ev := range e.chatOf(c).Events {
+		if strings.HasPrefix(ev.CustomID, m.ID+"#") {
+			parts = append(parts, ev.Text)
+			if len(ev.Text) > 16*1024 {
+				t.Errorf("part of %d bytes exceeds LiveChat's limit", len(ev.Text))
+			}
+		}
+	}
+	if len(parts) != 3 || strings.Join(parts, "") != long {
+		t.Errorf("got %d parts joining to %d bytes, want 3 parts joining to the text", len(parts), len(strings.Join(parts, "")))
+	}
+}
+
+func TestPoisonEventsAreDeadLetteredAndLaterEventsFlow(t *testing.T) {
+	e := newEnv(t)
+	reg, _ := e.startWorker(testConfig())
+	c := conv(5)
+	ctx := context.Background()
+	h := e.publish(handoff.TypeHandoffRequested, c, handoff.HandoffRequested{})
+
+	// Malformed JSON and an unknown type, published raw as any NATS client
+	// could.
+	for i, body := range []string{`{not json`, `{"specversion":"1.0","id":"u1","source":"x","type":"message.bogus","subject":"` + c + `","time":"2026-01-01T00:00:00Z","data":{}}`} {
+		m := nats.NewMsg(stream.InSubject(c))
+		m.Data = []byte(body)
+		m.Header.Set("Nats-Msg-Id", "raw-"+string(rune('a'+i)))
+		if _, err := e.js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An event LiveChat rejects as invalid: text over the limit is split,
+	// so inject a validation error on the next send instead.
+	if err := e.sim.SetFaults(livechatsim.Faults{Errors: []livechatsim.ErrorFault{{Action: "send_event", Rate: 1, Type: "validation", Message: "event.text is invalid"}}}); err != nil {
+		t.Fatal(err)
+	}
+	rejected := e.publish(handoff.TypeMessageUser, c, handoff.UserMessage{Text: "rejected"})
+	waitFor(t, 20*time.Second, func() bool { return len(e.deadLetters()) == 3 })
+	e.sim.ResetFaults()
+	after := e.publish(handoff.TypeMessageUser, c, handoff.UserMessage{Text: "after the poison"})
+	e.waitDrained(20 * time.Second)
+
+	dls := e.deadLetters()
+	reasons := []string{dls[0].Reason, dls[1].Reason, dls[2].Reason}
+	if !slices.Equal(reasons, []string{"malformed_event", "malformed_event", "livechat_validation"}) {
+		t.Errorf("dead-letter reasons %q", reasons)
+	}
+	for _, d := range dls {
+		if d.Conversation != c || d.OriginalSubject != stream.InSubject(c) || d.OriginalSequence == 0 || d.DeliveryCount == 0 || d.Error == "" {
+			t.Errorf("dead letter lacks its origin: %+v", d)
+		}
+	}
+	if !strings.Contains(dls[1].Error, "message.bogus") {
+		t.Errorf("unknown type's error %q does not name it", dls[1].Error)
+	}
+	e.checkExactlyOnceInOrder(map[string][]string{c: {h.ID + "/0", after.ID}})
+
+	// Replay the rejected event: it is applied, after the later one.
+	if dls[2].EventID != rejected.ID {
+		t.Fatalf("third dead letter is %q, want the rejected event %q", dls[2].EventID, rejected.ID)
+	}
+	if _, err := worker.ReplayDeadLetter(ctx, e.js, dls[2].Sequence); err != nil {
+		t.Fatal(err)
+	}
+	e.waitDrained(20 * time.Second)
+	e.checkExactlyOnceInOrder(map[string][]string{c: {h.ID + "/0", after.ID, rejected.ID}})
+	if n := len(e.deadLetters()); n != 2 {
+		t.Errorf("%d dead letters after replay, want 2", n)
+	}
+	if got := testutil.ToFloat64(metricVec(t, reg, "handoff_worker_dead_letters_total", "reason", "malformed_event")); got != 2 {
+		t.Errorf("dead letters metric for malformed_event = %v, want 2", got)
+	}
+}
+
+func TestUnknownOutcomeIsNotSentTwice(t *testing.T) {
+	e := newEnv(t)
+	reg, _ := e.startWorker(testConfig())
+	if err := e.sim.SetFaults(livechatsim.Faults{DropAfterApply: &livechatsim.Drop{Rate: 0.3, Actions: []string{"send_event", "start_chat"}}}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{}
+	for i := range 10 {
+		c := conv(100 + i)
+		h := e.publish(handoff.TypeHandoffRequested, c, handoff.HandoffRequested{Text: "agent"})
+		want[c] = []string{h.ID + "/0"}
+		for j := range 10 {
+			m := e.publish(handoff.TypeMessageUser, c, handoff.UserMessage{Text: "m" + string(rune('0'+j))})
+			want[c] = append(want[c], m.ID)
+		}
+	}
+	e.waitDrained(60 * time.Second)
+	e.checkExactlyOnceInOrder(want)
+	if len(e.deadLetters()) != 0 {
+		t.Errorf("dead letters: %+v", e.deadLetters())
+	}
+	if testutil.ToFloat64(metricCounter(t, reg, "handoff_worker_reconciled_sends_total")) == 0 {
+		t.Errorf("no send was reconciled by custom_id, so the drop fault did not bite")
+	}
+}
+
+func waitFor(t testing.TB, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %v", limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+var _ = json.Marshal
