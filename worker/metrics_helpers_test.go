@@ -7,7 +7,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-
 // metricValue sums the samples of a metric whose labels include the given
 // name/value pairs.
 func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {

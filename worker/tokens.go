@@ -31,8 +31,8 @@ type tokens struct {
 	log *slog.Logger
 	sf  singleflight.Group
 
-	mu       sync.Mutex
-	agent    store.Token
+	mu        sync.Mutex
+	agent     store.Token
 	customers map[string]store.Token
 	// refused remembers tokens LiveChat answered `authentication` to, so
 	// a copy of them in the store is not trusted again.
