@@ -27,9 +27,10 @@ var commands = map[string]command{
 	"dev":          {"run everything in one process on embedded defaults (NATS, streams, ...)", runDev},
 	"setup":        {"create or update the JetStream streams and the worker consumer (idempotent)", runSetup},
 	"publish":      {"publish one event, e.g. to try a handoff without a bot", runPublish},
-	"worker":       {"consume events and deliver them to LiveChat", notYet("worker")},
+	"worker":       {"consume events and deliver them to LiveChat", runWorker},
+	"dlq":          {"list and replay dead letters", runDLQ},
 	"gateway":      {"serve the Dialogflow, Google Chat and REST ingress", notYet("gateway")},
-	"livechat-sim": {"run the LiveChat simulator", notYet("livechat-sim")},
+	"livechat-sim": {"run the LiveChat simulator", runLiveChatSim},
 	"version":      {"print the version", runVersion},
 }
 

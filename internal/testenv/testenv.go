@@ -170,7 +170,9 @@ func (r *Redis) Start() {
 	}
 	cmd := exec.Command("redis-server",
 		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir,
+		// Append-only with fsync every write, so a stopped (or killed)
+		// server comes back with its data, as a production Redis would.
+		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir,
 		"--protected-mode", "no", "--loglevel", "warning")
 	out, _ := cmd.StdoutPipe()
 	cmd.Stderr = cmd.Stdout
@@ -205,7 +207,8 @@ func (r *Redis) Start() {
 	r.cmd = cmd
 }
 
-// Stop kills the redis-server process; clients see connection errors.
+// Stop kills the redis-server process; clients see connection errors. The
+// data survives (append-only file) for the next Start.
 func (r *Redis) Stop() {
 	r.mu.Lock()
 	defer r.mu.Unlock()

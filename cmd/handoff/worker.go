@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/handoff-dev/handoff/livechat"
+	"github.com/handoff-dev/handoff/store"
+	"github.com/handoff-dev/handoff/worker"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// liveChatFlags configure the LiveChat client.
+type liveChatFlags struct {
+	cfg livechat.Config
+}
+
+func (l *liveChatFlags) register(f *flags) {
+	f.String(&l.cfg.APIURL, "livechat-api-url", "LIVECHAT_API_URL", livechat.DefaultAPIURL, "LiveChat Web API base URL (the simulator's address in dev and tests)")
+	f.String(&l.cfg.AccountsURL, "livechat-accounts-url", "LIVECHAT_ACCOUNTS_URL", livechat.DefaultAccountsURL, "LiveChat accounts (token) base URL")
+	f.String(&l.cfg.Version, "livechat-api-version", "LIVECHAT_API_VERSION", livechat.DefaultVersion, "LiveChat Web API version")
+	f.String(&l.cfg.Region, "livechat-region", "LIVECHAT_REGION", "", "LiveChat data centre (dal or fra); learned from tokens when empty")
+	f.String(&l.cfg.ClientID, "livechat-client-id", "LIVECHAT_CLIENT_ID", "", "client ID of the LiveChat server-side app")
+	f.String(&l.cfg.ClientSecret, "livechat-client-secret", "LIVECHAT_CLIENT_SECRET", "", "client secret of the app (prefer the environment variable)")
+	f.String(&l.cfg.RefreshToken, "livechat-refresh-token", "LIVECHAT_REFRESH_TOKEN", "", "the agent's OAuth refresh token (prefer the environment variable)")
+	f.String(&l.cfg.OrganizationID, "livechat-organization-id", "LIVECHAT_ORGANIZATION_ID", "", "LiveChat organization ID; looked up from the license ID when empty")
+	f.Int(&l.cfg.LicenseID, "livechat-license-id", "LIVECHAT_LICENSE_ID", 0, "LiveChat license ID, used to look up the organization ID")
+}
+
+func (l *liveChatFlags) client(hc *http.Client, log *slog.Logger) *livechat.Client {
+	cfg := l.cfg
+	cfg.HTTPClient = hc
+	cfg.Logger = log
+	cfg.UserAgent = "handoff/" + version
+	return livechat.New(cfg)
+}
+
+func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
+	var (
+		n           natsFlags
+		lg          logging
+		lc          liveChatFlags
+		redisURL    string
+		metricsAddr string
+		cfg         = worker.DefaultConfig()
+	)
+	f := newFlags("worker", "[flags]", "Consume the inbound stream and deliver each conversation's events to LiveChat,\nin order and exactly once. Run as many as you like side by side. SIGTERM stops\nfetching, finishes in-flight events within --shutdown-timeout and exits 0.")
+	n.register(f, true)
+	lg.register(f)
+	lc.register(f)
+	f.String(&redisURL, "redis-url", "REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL: redis://, rediss:// (TLS), redis+sentinel://, redis+cluster://")
+	f.String(&metricsAddr, "metrics-addr", "HANDOFF_METRICS_ADDR", ":9090", "address of /metrics, /healthz and /readyz (empty: off)")
+	f.Int(&cfg.Group, "livechat-group", "LIVECHAT_GROUP", cfg.Group, "LiveChat group for handoffs that name none (0: all agents)")
+	f.Bool(&cfg.Continuous, "continuous", "HANDOFF_CONTINUOUS", cfg.Continuous, "open chats even when no agent is online, so messages wait for one")
+	f.Int(&cfg.MaxInFlight, "max-in-flight", "HANDOFF_MAX_IN_FLIGHT", cfg.MaxInFlight, "events this process holds at once")
+	f.Int(&cfg.MaxAttempts, "max-attempts", "HANDOFF_MAX_ATTEMPTS", cfg.MaxAttempts, "attempts of one event on transient failures before it is dead-lettered (outages do not count)")
+	f.Duration(&cfg.BackoffBase, "backoff-base", "HANDOFF_BACKOFF_BASE", cfg.BackoffBase, "first retry delay; doubles per attempt, with jitter")
+	f.Duration(&cfg.BackoffMax, "backoff-max", "HANDOFF_BACKOFF_MAX", cfg.BackoffMax, "longest retry delay")
+	f.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", "HANDOFF_SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout, "time to finish in-flight events after SIGTERM")
+	f.Int(&cfg.BreakerFailures, "breaker-failures", "HANDOFF_BREAKER_FAILURES", cfg.BreakerFailures, "consecutive LiveChat failures that open the circuit")
+	f.Duration(&cfg.BreakerOpenFor, "breaker-open-for", "HANDOFF_BREAKER_OPEN_FOR", cfg.BreakerOpenFor, "how long the circuit stays open before probing LiveChat again")
+	if err := f.parse(args, stdout); err != nil {
+		return err
+	}
+	log, err := lg.logger()
+	if err != nil {
+		return err
+	}
+	cfg.Stream = n.stream
+
+	st, err := store.OpenRedis(redisURL)
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	defer st.Close()
+
+	nc, js, err := connect(n.url, "handoff-worker", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Drain()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	lm, err := worker.NewLiveChatMetrics(reg)
+	if err != nil {
+		return err
+	}
+	hc := livechat.DefaultHTTPClient()
+	hc.Transport = lm.Transport(hc.Transport)
+
+	w, err := worker.New(cfg, js, lc.client(hc, log), st, reg, log)
+	if err != nil {
+		return err
+	}
+	if metricsAddr != "" {
+		stopMetrics, err := serveOps(metricsAddr, reg, log, func(ctx context.Context) error {
+			if !nc.IsConnected() {
+				return errors.New("nats not connected")
+			}
+			return st.Ping(ctx)
+		})
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+	return w.Run(ctx)
+}
+
+// serveOps serves /metrics, /healthz and /readyz on addr.
+func serveOps(addr string, reg *prometheus.Registry, log *slog.Logger, ready func(context.Context) error) (stop func(), err error) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := ready(ctx); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server", "err", err)
+		}
+	}()
+	log.Info("serving metrics", "addr", l.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}
