@@ -29,6 +29,9 @@ type exchange struct {
 	Method      string          `json:"method"`
 	Path        string          `json:"path"`
 	ContentType string          `json:"content_type"`
+	UserAgent   string          `json:"user_agent"`
+	Region      string          `json:"x_region,omitempty"`
+	Auth        string          `json:"auth,omitempty"`
 	Request     json.RawMessage `json:"request,omitempty"`
 	RequestForm string          `json:"request_form,omitempty"`
 	Status      int             `json:"status"`
@@ -48,9 +51,16 @@ func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	rw := httptest.NewRecorder()
 	rec.next.ServeHTTP(rw, r)
-	x := exchange{Method: r.Method, Path: r.URL.RequestURI(), ContentType: r.Header.Get("Content-Type"), Status: rw.Code,
+	x := exchange{Method: r.Method, Path: r.URL.RequestURI(), ContentType: r.Header.Get("Content-Type"),
+		UserAgent: r.Header.Get("User-Agent"), Region: r.Header.Get("X-Region"), Status: rw.Code,
 		Response: indent(rw.Body.Bytes())}
-	if strings.HasPrefix(x.ContentType, "application/json") {
+	// Pin the scheme, not the token.
+	if scheme, _, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok {
+		x.Auth = scheme
+	}
+	if len(body) == 0 {
+		// GET actions carry their arguments in the query.
+	} else if strings.HasPrefix(x.ContentType, "application/json") {
 		x.Request = indent(body)
 	} else if len(body) > 0 {
 		x.RequestForm = string(body)
