@@ -58,11 +58,12 @@ func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if scheme, _, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok {
 		x.Auth = scheme
 	}
-	if len(body) == 0 {
+	switch {
+	case len(body) == 0:
 		// GET actions carry their arguments in the query.
-	} else if strings.HasPrefix(x.ContentType, "application/json") {
+	case strings.HasPrefix(x.ContentType, "application/json"):
 		x.Request = indent(body)
-	} else if len(body) > 0 {
+	default:
 		x.RequestForm = string(body)
 	}
 	rec.mu.Lock()
