@@ -478,7 +478,7 @@ func (c *Client) OrganizationID(ctx context.Context) (string, error) {
 func (c *Client) lookupOrganizationID(ctx context.Context, version string) (string, error) {
 	q := url.Values{"license_id": {strconv.Itoa(c.cfg.LicenseID)}}
 	out, err := c.do(ctx, request{action: "get_organization_id", method: http.MethodGet,
-		url: c.apiURL(version, "configuration", "get_organization_id", q)})
+		url: c.apiURL(version, "configuration", "get_organization_id", q), ctype: "application/json"})
 	if err != nil {
 		return "", err
 	}

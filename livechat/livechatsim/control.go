@@ -1,6 +1,7 @@
 package livechatsim
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"io"
@@ -58,7 +59,7 @@ func (s *Sim) customerView(id string) CustomerView {
 // Chats returns every chat, oldest first.
 func (s *Sim) Chats() []ChatView {
 	chats := s.chats.values()
-	slices.SortFunc(chats, func(a, b *chat) int { return int(a.seq) - int(b.seq) })
+	slices.SortFunc(chats, func(a, b *chat) int { return cmp.Compare(a.seq, b.seq) })
 	out := make([]ChatView, 0, len(chats))
 	for _, ch := range chats {
 		v := ChatView{ID: ch.id, Customer: s.customerView(ch.customerID), CreatedAt: ch.createdAt, Events: []EventView{}}

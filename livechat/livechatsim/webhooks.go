@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -101,21 +102,11 @@ func (s *Sim) listWebhooks(c *call) (any, *apiError) {
 	s.hooksMu.RUnlock()
 	slices.SortFunc(out, func(a, b webhookReg) int {
 		if a.Action != b.Action {
-			return cmpString(a.Action, b.Action)
+			return strings.Compare(a.Action, b.Action)
 		}
-		return cmpString(a.ID, b.ID)
+		return strings.Compare(a.ID, b.ID)
 	})
 	return out, nil
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (s *Sim) unregisterWebhook(c *call) (any, *apiError) {
