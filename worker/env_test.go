@@ -169,6 +169,19 @@ func (e *env) waitDrained(limit time.Duration) {
 	}
 }
 
+// inboundLen is the number of events still in the inbound stream.
+func (e *env) inboundLen() uint64 {
+	s, err := e.js.Stream(context.Background(), stream.InStream)
+	if err != nil {
+		return 0
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		return 0
+	}
+	return info.State.Msgs
+}
+
 // chatOf returns the simulator's chat of a conversation.
 func (e *env) chatOf(conv string) livechatsim.ChatView {
 	e.t.Helper()

@@ -18,6 +18,7 @@ import (
 	"github.com/handoff-dev/handoff"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	"github.com/handoff-dev/handoff/livechat/livechatsim"
+	"github.com/handoff-dev/handoff/store"
 )
 
 var (
@@ -208,6 +209,8 @@ func TestFaultsKilledWorkers(t *testing.T) {
 	if p := e.redis.Prefix(); os.Getenv("REDIS_URL") != "" {
 		t.Skipf("the fault test needs its own Redis (prefix %s would not reach the workers)", p)
 	}
+	// The worker processes use the default key prefix; read what they wrote.
+	e.st = store.NewRedis(e.redis.Client())
 	for i := range ps.ps {
 		ps.start(i)
 	}
@@ -234,9 +237,12 @@ func TestFaultsKilledWorkers(t *testing.T) {
 
 	n, m := *faultConversations, *faultMessages
 	want := e.publishConversations(0, n, m, func() { time.Sleep(time.Duration(rand.IntN(3)) * time.Millisecond) })
-	// Keep killing for a while after the last publish, so the tail of the
-	// run is as hostile as its head.
-	time.Sleep(3 * time.Second)
+	// Keep killing while the workers catch up, so the tail of the run is
+	// as hostile as its head; stop when little is left, then drain.
+	deadline := time.Now().Add(60 * time.Second)
+	for e.inboundLen() > uint64(n*m/20) && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
 	close(stopKilling)
 	kills := <-killerDone
 	e.waitDrained(150 * time.Second)
