@@ -448,6 +448,24 @@ func (c *Client) learnFromToken(t Token) {
 	}
 }
 
+// SetOrganizationID records an organization learned elsewhere, e.g. from a
+// token answer another process saw and kept in the store. A configured or
+// already learned organization wins.
+func (c *Client) SetOrganizationID(org string) {
+	if org != "" {
+		c.org.CompareAndSwap(nil, &org)
+	}
+}
+
+// KnownOrganizationID returns the organization if it is known without a
+// lookup, or "".
+func (c *Client) KnownOrganizationID() string {
+	if o := c.org.Load(); o != nil {
+		return *o
+	}
+	return ""
+}
+
 // OrganizationID returns the organization every Customer Chat API call
 // names: configured, learned from a token answer, or looked up once from
 // the license ID (it never changes, so it is cached for the client's life).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/handoff-dev/handoff/livechat"
@@ -30,6 +31,8 @@ type tokens struct {
 	m   *metrics
 	log *slog.Logger
 	sf  singleflight.Group
+
+	orgSaved atomic.Bool
 
 	mu        sync.Mutex
 	agent     store.Token
@@ -71,6 +74,7 @@ func (t *tokens) agentToken(ctx context.Context) (string, error) {
 				}
 				st := store.Token{AccessToken: lt.AccessToken, ExpiresAt: lt.ExpiresAt, IssuedAt: time.Now()}
 				t.m.tokenReissues.WithLabelValues("agent").Inc()
+				t.learnOrganization(ctx, lt.OrganizationID)
 				return st, t.st.SaveAgentToken(ctx, st)
 			})
 		if err != nil {
@@ -89,6 +93,9 @@ func (t *tokens) agentToken(ctx context.Context) (string, error) {
 
 // customer returns a fresh token for an existing customer.
 func (t *tokens) customer(ctx context.Context, customerID string) (string, error) {
+	if err := t.loadOrganization(ctx); err != nil {
+		return "", err
+	}
 	t.mu.Lock()
 	cached := t.customers[customerID]
 	t.mu.Unlock()
@@ -161,8 +168,83 @@ func (t *tokens) issue(ctx context.Context, customerID string) (livechat.Token, 
 		if err != nil {
 			return livechat.Token{}, fmt.Errorf("issue customer token: %w", err)
 		}
+		t.learnOrganization(ctx, lt.OrganizationID)
 		return lt, nil
 	}
+}
+
+// organizationKey is the store value holding the LiveChat organization ID
+// learned from a token answer, so processes that only ever read cached
+// tokens still know it.
+const organizationKey = "livechat:organization_id"
+
+// loadOrganization makes sure the client knows the organization every
+// Customer Chat API call names: configured, learned by this process, kept
+// in the store by another one, or, failing all of those, learned from an
+// agent token answer (one refresh per process, well inside LiveChat's 25
+// live tokens).
+func (t *tokens) loadOrganization(ctx context.Context) error {
+	if t.lc.KnownOrganizationID() != "" {
+		t.saveOrganization(ctx)
+		return nil
+	}
+	org, err := t.st.Value(ctx, organizationKey)
+	if err == nil {
+		t.lc.SetOrganizationID(org)
+		return nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	_, err, _ = t.sf.Do("organization", func() (any, error) {
+		var lt livechat.Token
+		err := t.br.do(ctx, func(ctx context.Context) error {
+			var err error
+			lt, err = t.lc.RefreshAgentToken(ctx)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("learn the organization ID: %w", err)
+		}
+		t.m.tokenReissues.WithLabelValues("agent").Inc()
+		st := store.Token{AccessToken: lt.AccessToken, ExpiresAt: lt.ExpiresAt, IssuedAt: time.Now()}
+		t.mu.Lock()
+		t.agent = st
+		t.mu.Unlock()
+		_ = t.st.SaveAgentToken(ctx, st)
+		t.learnOrganization(ctx, lt.OrganizationID)
+		return nil, nil
+	})
+	if err != nil {
+		return err
+	}
+	if t.lc.KnownOrganizationID() == "" {
+		return permanent("livechat_no_organization", errors.New("LiveChat named no organization: configure --livechat-organization-id"))
+	}
+	return nil
+}
+
+func (t *tokens) learnOrganization(ctx context.Context, org string) {
+	if org == "" {
+		return
+	}
+	t.lc.SetOrganizationID(org)
+	t.saveOrganization(ctx)
+}
+
+// saveOrganization keeps the known organization in the store once, so
+// processes that only read cached tokens know it too; a failed save is
+// tried again on the next call.
+func (t *tokens) saveOrganization(ctx context.Context) {
+	org := t.lc.KnownOrganizationID()
+	if org == "" || t.orgSaved.Load() {
+		return
+	}
+	if err := t.st.SetValue(ctx, organizationKey, org, 0); err != nil {
+		t.log.Warn("could not keep the LiveChat organization ID in the store", "err", err)
+		return
+	}
+	t.orgSaved.Store(true)
 }
 
 // renew returns the store's copy when another process renewed it already;
