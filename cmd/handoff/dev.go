@@ -21,7 +21,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	f.String(&host, "host", "HANDOFF_DEV_HOST", "127.0.0.1", "address the embedded servers listen on")
 	f.Int(&natsPort, "nats-port", "HANDOFF_DEV_NATS_PORT", 4222, "port of the embedded NATS server (-1 picks a free one)")
 	f.String(&dataDir, "data-dir", "HANDOFF_DEV_DATA_DIR", "", "where JetStream keeps its files (default: a temporary directory removed on exit)")
-	if err := f.parse(args); err != nil {
+	if err := f.parse(args, stdout); err != nil {
 		return err
 	}
 	log, err := lg.logger()

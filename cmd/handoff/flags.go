@@ -126,10 +126,10 @@ type usageError struct{ err error }
 func (u usageError) Error() string { return u.err.Error() }
 func (u usageError) Unwrap() error { return u.err }
 
-func (f *flags) parse(args []string) error {
+func (f *flags) parse(args []string, stdout io.Writer) error {
 	if err := f.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			f.Help(os.Stdout)
+			f.Help(stdout)
 			return errHelp
 		}
 		return usageError{fmt.Errorf("%s: %w (see handoff %s --help)", f.fs.Name(), err, f.fs.Name())}

@@ -90,7 +90,7 @@ func notYet(name string) func(context.Context, []string, io.Writer) error {
 
 func runVersion(_ context.Context, args []string, stdout io.Writer) error {
 	f := newFlags("version", "", "Print the version of handoff and of Go it was built with.")
-	if err := f.parse(args); err != nil {
+	if err := f.parse(args, stdout); err != nil {
 		return err
 	}
 	goVersion := "unknown"

@@ -78,7 +78,7 @@ func runSetup(ctx context.Context, args []string, stdout io.Writer) error {
 	f := newFlags("setup", "[flags]", "Create or update the JetStream streams (HANDOFF_IN, HANDOFF_OUT, HANDOFF_DLQ)\nand the workers' durable consumer. Safe to run any number of times.")
 	n.register(f, true)
 	lg.register(f)
-	if err := f.parse(args); err != nil {
+	if err := f.parse(args, stdout); err != nil {
 		return err
 	}
 	log, err := lg.logger()
@@ -119,7 +119,7 @@ func runPublish(ctx context.Context, args []string, stdout io.Writer) error {
 	f.String(&source, "source", "HANDOFF_SOURCE", "handoff-cli", "CloudEvents source")
 	f.String(&at, "time", "", "", "event time, RFC 3339 (default: now)")
 	f.Bool(&asJSON, "json", "", false, "print the receipt as JSON")
-	if err := f.parse(args); err != nil {
+	if err := f.parse(args, stdout); err != nil {
 		return err
 	}
 	if conversation == "" || typ == "" {

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/handoff-dev/handoff/internal/testenv"
+	"github.com/handoff-dev/handoff/stream"
+)
+
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestSetupTwiceChangesNothing(t *testing.T) {
+	n := testenv.StartNATS(t)
+	code, out, errs := runCLI(t, "setup", "--nats-url", n.URL())
+	if code != 0 || strings.Count(out, "created") != 4 {
+		t.Fatalf("first setup: code %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = runCLI(t, "setup", "--nats-url", n.URL())
+	if code != 0 || strings.Count(out, "unchanged") != 4 {
+		t.Fatalf("second setup: code %d\n%s%s", code, out, errs)
+	}
+}
+
+func TestPublishSameIDTwiceStoresOnce(t *testing.T) {
+	n := testenv.StartNATS(t)
+	if code, out, errs := runCLI(t, "setup", "--nats-url", n.URL()); code != 0 {
+		t.Fatalf("setup: %s%s", out, errs)
+	}
+	args := []string{"publish", "--nats-url", n.URL(), "--conversation", "projects/p/agent/sessions/s 1",
+		"--type", "handoff.requested", "--data", `{"customer":{"name":"Ana"}}`, "--id", "evt-42"}
+	code, out1, errs := runCLI(t, args...)
+	if code != 0 || !strings.Contains(out1, "seq=1") {
+		t.Fatalf("first publish: code %d %s%s", code, out1, errs)
+	}
+	code, out2, errs := runCLI(t, args...)
+	if code != 0 || !strings.Contains(out2, "seq=1") || !strings.Contains(out2, "duplicate") {
+		t.Fatalf("second publish: code %d %s%s", code, out2, errs)
+	}
+	_, js := n.Connect()
+	s, err := js.Stream(context.Background(), stream.InStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := s.Info(context.Background())
+	if info.State.Msgs != 1 {
+		t.Errorf("stream holds %d messages, want 1", info.State.Msgs)
+	}
+}
+
+func TestPublishErrors(t *testing.T) {
+	n := testenv.StartNATS(t)
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"bad json", []string{"--conversation", "c", "--type", "message.user", "--data", "{"}, 1, "not valid JSON"},
+		{"unknown type", []string{"--conversation", "c", "--type", "message.bogus", "--data", "{}"}, 1, `type: unknown event type "message.bogus"`},
+		{"missing conversation", []string{"--type", "message.user"}, 2, "--conversation and --type are required"},
+		{"invalid data", []string{"--conversation", "c", "--type", "message.user", "--data", `{"text":""}`}, 1, "data.text"},
+		{"unknown flag", []string{"--bogus"}, 2, "bogus"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, out, errs := runCLI(t, append([]string{"publish", "--nats-url", n.URL()}, c.args...)...)
+			if code != c.code || !strings.Contains(errs, c.want) && !strings.Contains(out, c.want) {
+				t.Errorf("code %d (want %d), stderr %q (want it to mention %q)", code, c.code, errs, c.want)
+			}
+		})
+	}
+}
+
+func TestHelpNamesEnvironmentVariables(t *testing.T) {
+	code, out, _ := runCLI(t, "setup", "--help")
+	if code != 0 {
+		t.Fatalf("--help exit %d", code)
+	}
+	for _, env := range []string{"$NATS_URL", "$HANDOFF_STREAM_DUPLICATE_WINDOW", "$HANDOFF_LOG_FORMAT"} {
+		if !strings.Contains(out, env) {
+			t.Errorf("setup --help does not mention %s:\n%s", env, out)
+		}
+	}
+}
+
+func TestEnvironmentSetsFlagDefaults(t *testing.T) {
+	n := testenv.StartNATS(t)
+	t.Setenv("NATS_URL", n.URL())
+	if code, out, errs := runCLI(t, "setup"); code != 0 {
+		t.Fatalf("setup with NATS_URL from the environment: %s%s", out, errs)
+	}
+	t.Setenv("HANDOFF_ACK_WAIT", "soon")
+	if code, _, errs := runCLI(t, "setup"); code != 2 || !strings.Contains(errs, "HANDOFF_ACK_WAIT") {
+		t.Errorf("a bad env value should be a usage error naming it, got %d %q", code, errs)
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	if code, _, errs := runCLI(t, "frobnicate"); code != 2 || !strings.Contains(errs, "unknown command") {
+		t.Errorf("unknown command: code %d, %q", code, errs)
+	}
+	if code, out, _ := runCLI(t, "version"); code != 0 || !strings.HasPrefix(out, "handoff ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+}
