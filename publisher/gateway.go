@@ -203,7 +203,7 @@ func NewGateway(cfg GatewayConfig, pub *Publisher, st store.Store, reg prometheu
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if err := cfg.check(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg.HandoffReply = lowerKeys(cfg.HandoffReply)
@@ -270,7 +270,9 @@ func NewGateway(cfg GatewayConfig, pub *Publisher, st store.Store, reg prometheu
 	return g, nil
 }
 
-func (c *GatewayConfig) check() error {
+// Validate reports every problem of the configuration at once, including
+// the absence of any credential without InsecureNoAuth.
+func (c *GatewayConfig) Validate() error {
 	var errs []error
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, errors.New("max body bytes must be positive"))

@@ -28,7 +28,7 @@ var commands = map[string]command{
 	"setup":        {"create or update the JetStream streams and the worker consumer (idempotent)", runSetup},
 	"publish":      {"publish one event, e.g. to try a handoff without a bot", runPublish},
 	"worker":       {"consume events and deliver them to LiveChat", notYet("worker")},
-	"gateway":      {"serve the Dialogflow, Google Chat and REST ingress", notYet("gateway")},
+	"gateway":      {"serve the Dialogflow, Google Chat and REST ingress", runGateway},
 	"livechat-sim": {"run the LiveChat simulator", notYet("livechat-sim")},
 	"version":      {"print the version", runVersion},
 }
