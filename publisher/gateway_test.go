@@ -178,8 +178,10 @@ func TestDialogflowES(t *testing.T) {
 			mode: handoff.ModePending,
 		},
 		{
-			name:   "cancel phrase while queued, accents and case ignored",
-			cfg:    func(c *GatewayConfig) { c.CancelPhrases = map[string][]string{"": {"cancel"}, "pt": {"voltar ao robô"}} },
+			name: "cancel phrase while queued, accents and case ignored",
+			cfg: func(c *GatewayConfig) {
+				c.CancelPhrases = map[string][]string{"": {"cancel"}, "pt": {"voltar ao robô"}}
+			},
 			setup:  func(e *env) { e.setMode(esSession, handoff.ModeQueued) },
 			req:    request{path: "/dialogflow/es", body: esTurnBody("r-9", "Voltar ao ROBO!", "pt-BR")},
 			status: 200,
