@@ -70,8 +70,10 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body is larger than %d bytes", mbe.Limit))
 	case errors.Is(err, handoff.ErrInvalid):
 		writeError(w, http.StatusBadRequest, "invalid_event", err.Error())
-	case errors.Is(err, ErrUnavailable), errors.Is(err, store.ErrUnavailable),
+	case errors.Is(err, ErrUnavailable), errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrConflict),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		// All retryable: a retry carries the same event ID, so it cannot
+		// store the event twice.
 		g.log.Warn("request failed: backend unavailable", "path", r.URL.Path, "err", err)
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "the event store is unavailable, retry later")
