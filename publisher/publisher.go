@@ -129,3 +129,16 @@ func (p *Publisher) SendUserMessage(ctx context.Context, conversation string, ms
 func (p *Publisher) CancelHandoff(ctx context.Context, conversation string, c handoff.HandoffCancelled, opts ...EventOption) (Receipt, error) {
 	return p.publishData(ctx, handoff.TypeHandoffCancelled, conversation, c, opts)
 }
+
+// ErrNotConnected is returned by Ready while the NATS connection is down.
+var ErrNotConnected = errors.New("nats not connected")
+
+// Ready reports whether the NATS connection under the publisher is up, for
+// readiness probes. It does not prove JetStream accepts writes.
+func (p *Publisher) Ready() error {
+	nc := p.js.Conn()
+	if nc == nil || !nc.IsConnected() {
+		return fmt.Errorf("publisher: %w", ErrNotConnected)
+	}
+	return nil
+}

@@ -29,7 +29,7 @@ var commands = map[string]command{
 	"publish":      {"publish one event, e.g. to try a handoff without a bot", runPublish},
 	"worker":       {"consume events and deliver them to LiveChat", runWorker},
 	"dlq":          {"list and replay dead letters", runDLQ},
-	"gateway":      {"serve the Dialogflow, Google Chat and REST ingress", notYet("gateway")},
+	"gateway":      {"serve the Dialogflow, Google Chat and REST ingress", runGateway},
 	"livechat-sim": {"run the LiveChat simulator", runLiveChatSim},
 	"version":      {"print the version", runVersion},
 }

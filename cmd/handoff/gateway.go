@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/handoff-dev/handoff/publisher"
+	"github.com/handoff-dev/handoff/store"
+	"github.com/handoff-dev/handoff/stream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// gatewayOptions are the gateway's flags before conversion into a
+// publisher.GatewayConfig.
+type gatewayOptions struct {
+	nats     natsFlags
+	log      logging
+	listen   string
+	redisURL string
+	prefix   string
+	source   string
+	shutdown time.Duration
+	cfg      publisher.GatewayConfig
+
+	// Lists and per-language maps arrive as strings.
+	esHandoffIntents, esCancelIntents, cxHandoffTags, cxCancelTags string
+	chatEmails, chatHandoffActions, chatCancelActions, apiKeys     string
+	handoffPhrases, cancelPhrases                                  string
+	handoffReply, cancelReply, ackReply, chatBotReply, groups      string
+	group                                                          int
+}
+
+// gatewayFlags declares every gateway flag; the docs test walks them.
+func gatewayFlags(o *gatewayOptions) *flags {
+	d := publisher.DefaultGatewayConfig()
+	o.cfg = d
+	f := newFlags("gateway", "[flags]", "Serve the bot ingress: Dialogflow ES (/dialogflow/es) and CX (/dialogflow/cx)\nwebhooks, the Google Chat app endpoint (/google-chat) and the REST API\n(/v1/conversations/{id}/...), plus /healthz, /readyz and /metrics.\nAt least one credential is required unless --insecure-no-auth. Prefer the\nenvironment variables for secrets: flags show up in the process list.\nLists are comma-separated; per-language settings take a JSON object keyed by\nlanguage code (\"\" is the fallback), e.g. '{\"\":\"Hi\",\"pt\":\"Olá\"}'.")
+	o.nats.register(f, false)
+	o.log.register(f)
+	f.String(&o.listen, "listen", "HANDOFF_GATEWAY_LISTEN", ":8080", "address to serve HTTP on")
+	f.String(&o.redisURL, "redis-url", "REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://)")
+	f.String(&o.prefix, "redis-prefix", "HANDOFF_GATEWAY_REDIS_PREFIX", store.DefaultPrefix, "prefix of every Redis key")
+	f.String(&o.source, "source", "HANDOFF_GATEWAY_SOURCE", "handoff-gateway", "CloudEvents source of published events")
+	f.Duration(&o.shutdown, "shutdown-timeout", "HANDOFF_GATEWAY_SHUTDOWN_TIMEOUT", 10*time.Second, "how long in-flight requests may finish on shutdown")
+	f.Duration(&o.cfg.RequestTimeout, "request-timeout", "HANDOFF_GATEWAY_REQUEST_TIMEOUT", d.RequestTimeout, "bound on one request, publishing included; keep it under Dialogflow's 5s")
+	f.Int64(&o.cfg.MaxBodyBytes, "max-body-bytes", "HANDOFF_GATEWAY_MAX_BODY_BYTES", d.MaxBodyBytes, "largest request body accepted (413 above)")
+	f.Bool(&o.cfg.InsecureNoAuth, "insecure-no-auth", "HANDOFF_GATEWAY_INSECURE_NO_AUTH", false, "turn authentication off on every endpoint (local development only)")
+
+	f.String(&o.cfg.DialogflowUsername, "dialogflow-username", "HANDOFF_GATEWAY_DIALOGFLOW_USERNAME", "", "Dialogflow webhook basic auth user name")
+	f.String(&o.cfg.DialogflowPassword, "dialogflow-password", "HANDOFF_GATEWAY_DIALOGFLOW_PASSWORD", "", "Dialogflow webhook basic auth password")
+	f.String(&o.cfg.DialogflowHeader, "dialogflow-header", "HANDOFF_GATEWAY_DIALOGFLOW_HEADER", d.DialogflowHeader, "name of the Dialogflow webhook secret header (Authorization for a bearer token)")
+	f.String(&o.cfg.DialogflowHeaderValue, "dialogflow-header-value", "HANDOFF_GATEWAY_DIALOGFLOW_HEADER_VALUE", "", "value of the Dialogflow webhook secret header (\"Bearer <token>\" with Authorization)")
+	f.String(&o.esHandoffIntents, "es-handoff-intents", "HANDOFF_GATEWAY_ES_HANDOFF_INTENTS", "", "ES intent display names that request a handoff")
+	f.String(&o.esCancelIntents, "es-cancel-intents", "HANDOFF_GATEWAY_ES_CANCEL_INTENTS", "", "ES intent display names that return to the bot")
+	f.String(&o.cfg.ESContext, "es-context", "HANDOFF_GATEWAY_ES_CONTEXT", d.ESContext, "ES output context set while an agent owns the chat")
+	f.Int(&o.cfg.ESContextLifespan, "es-context-lifespan", "HANDOFF_GATEWAY_ES_CONTEXT_LIFESPAN", d.ESContextLifespan, "lifespan (turns) of the ES context, renewed on every forwarded turn")
+	f.String(&o.cxHandoffTags, "cx-handoff-tags", "HANDOFF_GATEWAY_CX_HANDOFF_TAGS", strings.Join(d.CXHandoffTags, ","), "CX fulfillment tags that request a handoff")
+	f.String(&o.cxCancelTags, "cx-cancel-tags", "HANDOFF_GATEWAY_CX_CANCEL_TAGS", strings.Join(d.CXCancelTags, ","), "CX fulfillment tags that return to the bot")
+	f.String(&o.cfg.CXParameter, "cx-parameter", "HANDOFF_GATEWAY_CX_PARAMETER", d.CXParameter, "CX session parameter set true while an agent owns the chat")
+	f.String(&o.cfg.NameParameter, "name-parameter", "HANDOFF_GATEWAY_NAME_PARAMETER", d.NameParameter, "session parameter holding the customer's name")
+	f.String(&o.cfg.EmailParameter, "email-parameter", "HANDOFF_GATEWAY_EMAIL_PARAMETER", d.EmailParameter, "session parameter holding the customer's email")
+
+	f.String(&o.cfg.ChatAudience, "chat-audience", "HANDOFF_GATEWAY_CHAT_AUDIENCE", "", "audience of Google Chat tokens: the project number, or the endpoint URL (enables ID tokens); empty disables /google-chat")
+	f.String(&o.cfg.ChatJWKSURL, "chat-jwks-url", "HANDOFF_GATEWAY_CHAT_JWKS_URL", d.ChatJWKSURL, "keys of chat@system.gserviceaccount.com")
+	f.String(&o.cfg.ChatIDTokenJWKSURL, "chat-id-token-jwks-url", "HANDOFF_GATEWAY_CHAT_ID_TOKEN_JWKS_URL", d.ChatIDTokenJWKSURL, "Google's OpenID keys, for ID tokens when the audience is a URL")
+	f.String(&o.chatEmails, "chat-id-token-emails", "HANDOFF_GATEWAY_CHAT_ID_TOKEN_EMAILS", strings.Join(d.ChatIDTokenEmails, ","), "service accounts whose ID tokens are accepted (add an add-on's account here)")
+	f.String(&o.chatHandoffActions, "chat-handoff-actions", "HANDOFF_GATEWAY_CHAT_HANDOFF_ACTIONS", strings.Join(d.ChatHandoffActions, ","), "card action method names (add-on: invoked functions) that request a handoff")
+	f.String(&o.chatCancelActions, "chat-cancel-actions", "HANDOFF_GATEWAY_CHAT_CANCEL_ACTIONS", strings.Join(d.ChatCancelActions, ","), "card action method names that return to the bot")
+	f.String(&o.chatBotReply, "chat-bot-reply", "HANDOFF_GATEWAY_CHAT_BOT_REPLY", mustJSON(d.ChatBotReply), "reply to a Google Chat message while no agent is involved (text, or JSON per language)")
+
+	f.String(&o.apiKeys, "api-keys", "HANDOFF_GATEWAY_API_KEYS", "", "REST API bearer keys")
+
+	f.String(&o.handoffPhrases, "handoff-phrases", "HANDOFF_GATEWAY_HANDOFF_PHRASES", strings.Join(d.HandoffPhrases[""], ","), "phrases that request a handoff when found as whole words (list, or JSON per language)")
+	f.String(&o.cancelPhrases, "cancel-phrases", "HANDOFF_GATEWAY_CANCEL_PHRASES", strings.Join(d.CancelPhrases[""], ","), "phrases that return to the bot when they are the whole message (list, or JSON per language)")
+	f.String(&o.handoffReply, "handoff-reply", "HANDOFF_GATEWAY_HANDOFF_REPLY", mustJSON(d.HandoffReply), "reply on the handoff turn (text, or JSON per language)")
+	f.String(&o.cancelReply, "cancel-reply", "HANDOFF_GATEWAY_CANCEL_REPLY", mustJSON(d.CancelReply), "reply on cancel (text, or JSON per language)")
+	f.String(&o.ackReply, "ack-reply", "HANDOFF_GATEWAY_ACK_REPLY", "", "reply to a turn forwarded to the agent; empty says nothing (text, or JSON per language)")
+	f.Int(&o.group, "group", "HANDOFF_GATEWAY_GROUP", -1, "LiveChat group to route to (-1: LiveChat's default)")
+	f.String(&o.groups, "groups", "HANDOFF_GATEWAY_GROUPS", "", "LiveChat group per language, JSON, e.g. '{\"pt\":3}'")
+	f.Int(&o.cfg.TranscriptTurns, "transcript-turns", "HANDOFF_GATEWAY_TRANSCRIPT_TURNS", d.TranscriptTurns, "bot-side transcript entries kept per conversation for the agent")
+	return f
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+// config turns the flag values into a GatewayConfig.
+func (o *gatewayOptions) config() (publisher.GatewayConfig, error) {
+	c := o.cfg
+	var errs []error
+	c.ESHandoffIntents = splitList(o.esHandoffIntents)
+	c.ESCancelIntents = splitList(o.esCancelIntents)
+	c.CXHandoffTags = splitList(o.cxHandoffTags)
+	c.CXCancelTags = splitList(o.cxCancelTags)
+	c.ChatIDTokenEmails = splitList(o.chatEmails)
+	c.ChatHandoffActions = splitList(o.chatHandoffActions)
+	c.ChatCancelActions = splitList(o.chatCancelActions)
+	c.APIKeys = splitList(o.apiKeys)
+	var err error
+	if c.HandoffPhrases, err = phraseMap(o.handoffPhrases); err != nil {
+		errs = append(errs, fmt.Errorf("--handoff-phrases: %w", err))
+	}
+	if c.CancelPhrases, err = phraseMap(o.cancelPhrases); err != nil {
+		errs = append(errs, fmt.Errorf("--cancel-phrases: %w", err))
+	}
+	for _, t := range []struct {
+		name string
+		raw  string
+		dst  *map[string]string
+	}{
+		{"--handoff-reply", o.handoffReply, &c.HandoffReply},
+		{"--cancel-reply", o.cancelReply, &c.CancelReply},
+		{"--ack-reply", o.ackReply, &c.AckReply},
+		{"--chat-bot-reply", o.chatBotReply, &c.ChatBotReply},
+	} {
+		if *t.dst, err = textMap(t.raw); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", t.name, err))
+		}
+	}
+	if o.group >= 0 {
+		g := o.group
+		c.Group = &g
+	}
+	if strings.TrimSpace(o.groups) != "" {
+		if err := json.Unmarshal([]byte(o.groups), &c.Groups); err != nil {
+			errs = append(errs, fmt.Errorf("--groups: want a JSON object of language to group number: %w", err))
+		}
+	}
+	return c, errors.Join(errs...)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// phraseMap reads a comma-separated list (the fallback language) or a JSON
+// object of language code to list of phrases.
+func phraseMap(s string) (map[string][]string, error) {
+	if strings.HasPrefix(strings.TrimSpace(s), "{") {
+		var m map[string][]string
+		if err := json.Unmarshal([]byte(s), &m); err != nil {
+			return nil, fmt.Errorf("want a JSON object of language to list of phrases: %w", err)
+		}
+		return m, nil
+	}
+	return map[string][]string{"": splitList(s)}, nil
+}
+
+// textMap reads plain text (the fallback language) or a JSON object of
+// language code to text.
+func textMap(s string) (map[string]string, error) {
+	if strings.HasPrefix(strings.TrimSpace(s), "{") {
+		var m map[string]string
+		if err := json.Unmarshal([]byte(s), &m); err != nil {
+			return nil, fmt.Errorf("want a JSON object of language to text: %w", err)
+		}
+		return m, nil
+	}
+	return map[string]string{"": s}, nil
+}
+
+func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
+	var o gatewayOptions
+	f := gatewayFlags(&o)
+	if err := f.parse(args, stdout); err != nil {
+		return err
+	}
+	log, err := o.log.logger()
+	if err != nil {
+		return err
+	}
+	cfg, err := o.config()
+	if err != nil {
+		return usageError{fmt.Errorf("gateway: %w", err)}
+	}
+	if err := cfg.Validate(); err != nil {
+		// Before connecting anywhere: a missing secret is a usage error.
+		return usageError{fmt.Errorf("gateway: %w", err)}
+	}
+	if cfg.InsecureNoAuth {
+		log.Warn("authentication is OFF (--insecure-no-auth): anyone who reaches this port can publish events")
+	}
+
+	nc, js, err := connect(o.nats.url, "handoff-gateway", log)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	defer nc.Close()
+	if _, err := js.Stream(ctx, stream.InStream); err != nil {
+		log.Warn("inbound stream not found: run 'handoff setup' first; publishes will fail until then", "stream", stream.InStream, "err", err)
+	}
+	st, err := store.OpenRedis(o.redisURL, store.WithPrefix(o.prefix))
+	if err != nil {
+		return fmt.Errorf("gateway: open store: %w", err)
+	}
+	defer st.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	pub := publisher.New(js, publisher.WithSource(o.source), publisher.WithTimeout(cfg.RequestTimeout))
+	gw, err := publisher.NewGateway(cfg, pub, st, reg, log)
+	if err != nil {
+		return usageError{fmt.Errorf("gateway: %w", err)}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/", gw)
+
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       cfg.RequestTimeout + 5*time.Second,
+		WriteTimeout:      cfg.RequestTimeout + 5*time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("gateway: listen on %s: %w", o.listen, err)
+	}
+	fmt.Fprintf(stdout, "handoff gateway listening on %s\n", ln.Addr())
+	log.Info("gateway listening", "addr", ln.Addr().String(), "routes", gw.Routes())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("gateway: serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), o.shutdown)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("gateway: shutdown: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,159 @@
+package publisher
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/handoff-dev/handoff"
+)
+
+// cxRequest is the part of a Dialogflow CX v3 WebhookRequest the gateway
+// reads. Real requests carry fields the published proto lacks (redactedText,
+// source): they are ignored like any unknown field.
+type cxRequest struct {
+	DetectIntentResponseID string `json:"detectIntentResponseId"`
+	Text                   string `json:"text"`
+	Transcript             string `json:"transcript"`
+	DTMFDigits             string `json:"dtmfDigits"`
+	LanguageCode           string `json:"languageCode"`
+	FulfillmentInfo        struct {
+		Tag string `json:"tag"`
+	} `json:"fulfillmentInfo"`
+	SessionInfo struct {
+		Session    string         `json:"session"`
+		Parameters map[string]any `json:"parameters"`
+	} `json:"sessionInfo"`
+	Messages []cxMessage `json:"messages"`
+}
+
+type cxMessage struct {
+	Text             *cxText             `json:"text,omitempty"`
+	LiveAgentHandoff *cxLiveAgentHandoff `json:"liveAgentHandoff,omitempty"`
+}
+
+type cxText struct {
+	Text []string `json:"text"`
+}
+
+type cxLiveAgentHandoff struct {
+	Metadata map[string]any `json:"metadata"`
+}
+
+type cxResponse struct {
+	FulfillmentResponse *cxFulfillment `json:"fulfillmentResponse,omitempty"`
+	SessionInfo         *cxSessionInfo `json:"sessionInfo,omitempty"`
+}
+
+type cxFulfillment struct {
+	// Messages is never omitted: with REPLACE an empty list is how the
+	// bot's queued answer is suppressed while an agent owns the chat.
+	Messages      []cxMessage `json:"messages"`
+	MergeBehavior string      `json:"mergeBehavior"`
+}
+
+type cxSessionInfo struct {
+	// A nil value is sent as null, which deletes the parameter.
+	Parameters map[string]any `json:"parameters"`
+}
+
+func decodeCX(body []byte) (cxRequest, error) {
+	var req cxRequest
+	if err := decodeJSON(body, &req, false); err != nil {
+		return req, err
+	}
+	if strings.TrimSpace(req.SessionInfo.Session) == "" {
+		return req, badRequest("sessionInfo.session is missing")
+	}
+	return req, nil
+}
+
+func (g *Gateway) cxTurn(req cxRequest) turn {
+	text := req.Text
+	if text == "" {
+		text = req.Transcript
+	}
+	if text == "" {
+		text = req.DTMFDigits
+	}
+	t := turn{
+		channel:      handoff.ChannelDialogflowCX,
+		conversation: req.SessionInfo.Session,
+		replyTo:      req.SessionInfo.Session,
+		turnID:       req.DetectIntentResponseID,
+		lang:         req.LanguageCode,
+		text:         text,
+		customer:     customerFrom(req.SessionInfo.Parameters, g.cfg.NameParameter, g.cfg.EmailParameter),
+	}
+	var handoffMsg *cxLiveAgentHandoff
+	for _, m := range req.Messages {
+		if m.Text != nil {
+			t.botText = append(t.botText, m.Text.Text...)
+		}
+		if m.LiveAgentHandoff != nil && handoffMsg == nil {
+			handoffMsg = m.LiveAgentHandoff
+		}
+	}
+	tag := req.FulfillmentInfo.Tag
+	switch {
+	case tag != "" && slices.Contains(g.cfg.CXCancelTags, tag):
+		t.cancel, t.cancelReason = true, TriggerTag
+	case handoffMsg != nil:
+		t.trigger = TriggerLiveAgentHandoff
+		if reason, ok := handoffMsg.Metadata["reason"].(string); ok {
+			t.reason = clip(reason, 1024)
+		}
+	case tag != "" && slices.Contains(g.cfg.CXHandoffTags, tag):
+		t.trigger = TriggerTag
+	}
+	return t
+}
+
+func (g *Gateway) serveCX(w http.ResponseWriter, r *http.Request) {
+	body, err := readBody(r)
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	req, err := decodeCX(body)
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	t := g.cxTurn(req)
+	out, err := g.process(r.Context(), t)
+	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, g.cxReply(t, out))
+}
+
+func (g *Gateway) cxReply(t turn, out outcome) cxResponse {
+	texts := func(s string) []cxMessage {
+		if s == "" {
+			return []cxMessage{}
+		}
+		return []cxMessage{{Text: &cxText{Text: []string{s}}}}
+	}
+	params := func(v any) *cxSessionInfo {
+		return &cxSessionInfo{Parameters: map[string]any{g.cfg.CXParameter: v}}
+	}
+	switch out.kind {
+	case outcomeHandoff:
+		msgs := texts(g.reply(g.cfg.HandoffReply, t.lang))
+		reason := t.reason
+		if reason == "" {
+			reason = t.trigger
+		}
+		// Echo a liveAgentHandoff message so CX's own reporting counts
+		// the handoff even when a tag or phrase triggered it.
+		msgs = append(msgs, cxMessage{LiveAgentHandoff: &cxLiveAgentHandoff{Metadata: map[string]any{"reason": reason}}})
+		return cxResponse{FulfillmentResponse: &cxFulfillment{Messages: msgs, MergeBehavior: "REPLACE"}, SessionInfo: params(true)}
+	case outcomeForwarded:
+		return cxResponse{FulfillmentResponse: &cxFulfillment{Messages: texts(g.reply(g.cfg.AckReply, t.lang)), MergeBehavior: "REPLACE"}, SessionInfo: params(true)}
+	case outcomeCancelled:
+		return cxResponse{FulfillmentResponse: &cxFulfillment{Messages: texts(g.reply(g.cfg.CancelReply, t.lang)), MergeBehavior: "REPLACE"}, SessionInfo: params(nil)}
+	}
+	return cxResponse{}
+}

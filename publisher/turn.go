@@ -1,0 +1,331 @@
+package publisher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/store"
+)
+
+// turn is one user turn as any bot surface delivers it, after decoding:
+// what the gateway needs to decide between answering nothing (the bot
+// handles it), requesting a handoff, forwarding to the agent or cancelling.
+type turn struct {
+	channel      handoff.Channel
+	conversation string
+	replyTo      string
+	// turnID is the surface's own ID of this turn (Dialogflow's response
+	// ID, a Chat message name). Event IDs are derived from it so a retried
+	// webhook call is stored once; "" means no deduplication is possible.
+	turnID   string
+	lang     string
+	text     string
+	botText  []string
+	customer handoff.Customer
+	// trigger is set by the surface's own rules (intent, tag,
+	// live_agent_handoff, card); phrases are checked here.
+	trigger string
+	reason  string
+	// cancel is an explicit cancel (tag, intent, card) with its reason.
+	cancel       bool
+	cancelReason string
+}
+
+type outcomeKind int
+
+const (
+	// outcomeBot: nothing for the gateway; the bot answers as usual.
+	outcomeBot outcomeKind = iota
+	// outcomeHandoff: handoff.requested published, conversation pending.
+	outcomeHandoff
+	// outcomeForwarded: an agent owns the chat; the turn went to them.
+	outcomeForwarded
+	// outcomeCancelled: handoff.cancelled published, back to the bot.
+	outcomeCancelled
+)
+
+type outcome struct {
+	kind    outcomeKind
+	receipt Receipt
+	eventID string
+}
+
+// turnTTL is how long a turn ID is remembered for the transcript, well
+// beyond any webhook retry.
+const turnTTL = 15 * time.Minute
+
+// eventNamespace makes derived event IDs (UUIDv5) distinct from any other
+// UUIDv5 use.
+var eventNamespace = uuid.MustParse("6d1a4c52-0d0c-4b8e-9a36-5f8f2b0c7e11")
+
+// deriveID returns a deterministic event ID for the given parts, so a
+// retried request produces the same Nats-Msg-Id and JetStream stores the
+// event once. The parts are joined with NUL so no two part lists collide.
+func deriveID(parts ...string) string {
+	return uuid.NewSHA1(eventNamespace, []byte(strings.Join(parts, "\x00"))).String()
+}
+
+// eventID is the ID of the (single) event a turn publishes. It does not
+// depend on the event type: a retry of the handoff turn that arrives after
+// the conversation became pending is then dropped as a duplicate instead
+// of being forwarded as a message.
+func (t *turn) eventID() string {
+	if t.turnID == "" {
+		return handoff.NewID()
+	}
+	return deriveID(string(t.channel), t.conversation, t.turnID)
+}
+
+// process decides what a turn means and publishes at most one event for
+// it. Every publish is acknowledged by JetStream before process returns.
+func (g *Gateway) process(ctx context.Context, t turn) (outcome, error) {
+	if err := checkConversationID(t.conversation); err != nil {
+		return outcome{}, err
+	}
+	conv, err := g.st.Conversation(ctx, t.conversation)
+	if err != nil {
+		return outcome{}, fmt.Errorf("read conversation: %w", err)
+	}
+	withAgent := conv.Mode.WithAgent()
+	if !t.cancel && withAgent {
+		if _, ok := g.cancel.match(t.lang, t.text); ok {
+			t.cancel, t.cancelReason = true, TriggerPhrase
+		}
+	}
+	if !t.cancel && !withAgent && t.trigger == "" {
+		if _, ok := g.handoff.match(t.lang, t.text); ok {
+			t.trigger = TriggerPhrase
+		}
+	}
+	id := t.eventID()
+	switch {
+	case t.cancel:
+		rcpt, err := g.timed(ctx, func(ctx context.Context) (Receipt, error) {
+			return g.pub.CancelHandoff(ctx, t.conversation, handoff.HandoffCancelled{Reason: t.cancelReason}, WithID(id))
+		})
+		if err != nil {
+			return outcome{}, err
+		}
+		if err := g.setMode(ctx, t.conversation, handoff.ModeBot, nil); err != nil {
+			return outcome{}, err
+		}
+		return outcome{kind: outcomeCancelled, receipt: rcpt, eventID: id}, nil
+
+	case withAgent:
+		if strings.TrimSpace(t.text) == "" {
+			// An event or button with nothing to say: nothing to forward.
+			return outcome{kind: outcomeForwarded}, nil
+		}
+		rcpt, err := g.timed(ctx, func(ctx context.Context) (Receipt, error) {
+			return g.pub.SendUserMessage(ctx, t.conversation, handoff.UserMessage{Text: clip(t.text, handoff.MaxMessageBytes)}, WithID(id))
+		})
+		if err != nil {
+			return outcome{}, err
+		}
+		return outcome{kind: outcomeForwarded, receipt: rcpt, eventID: id}, nil
+
+	case t.trigger != "":
+		transcript, err := g.transcript(ctx, t)
+		if err != nil {
+			return outcome{}, err
+		}
+		reason := t.reason
+		if reason == "" {
+			reason = t.trigger
+		}
+		req := handoff.HandoffRequested{
+			Customer:   t.customer,
+			Transcript: transcript,
+			Group:      g.group(t.lang),
+			Reason:     reason,
+			Language:   t.lang,
+			ReplyTo:    handoff.ReplyTo{Channel: t.channel, Address: t.replyTo},
+			Text:       clip(t.text, handoff.MaxMessageBytes),
+		}
+		rcpt, err := g.requestHandoff(ctx, t.conversation, req, t.trigger, id)
+		if err != nil {
+			return outcome{}, err
+		}
+		return outcome{kind: outcomeHandoff, receipt: rcpt, eventID: id}, nil
+
+	default:
+		if err := g.recordTurn(ctx, t); err != nil {
+			return outcome{}, err
+		}
+		return outcome{kind: outcomeBot}, nil
+	}
+}
+
+// requestHandoff publishes a handoff request and then marks the
+// conversation pending, so the very next turn is already forwarded. The
+// order matters: marking first would swallow the user's turns into a
+// handoff that was never requested if the publish failed.
+func (g *Gateway) requestHandoff(ctx context.Context, conversation string, req handoff.HandoffRequested, trigger, id string) (Receipt, error) {
+	rcpt, err := g.timed(ctx, func(ctx context.Context) (Receipt, error) {
+		return g.pub.RequestHandoff(ctx, conversation, req, WithID(id))
+	})
+	if err != nil {
+		return Receipt{}, err
+	}
+	if !rcpt.Duplicate {
+		g.m.handoffs.WithLabelValues(trigger).Inc()
+	}
+	replyTo := req.ReplyTo
+	if err := g.setMode(ctx, conversation, handoff.ModePending, &replyTo); err != nil {
+		// The event is stored; a retry with the same ID is dropped as a
+		// duplicate and marks the conversation again.
+		return Receipt{}, err
+	}
+	return rcpt, nil
+}
+
+// setMode moves a conversation to pending (unless an agent already owns
+// it) or back to bot (if an agent owned it).
+func (g *Gateway) setMode(ctx context.Context, id string, mode handoff.Mode, replyTo *handoff.ReplyTo) error {
+	_, err := g.st.UpdateConversation(ctx, id, func(c *handoff.Conversation) error {
+		switch mode {
+		case handoff.ModePending:
+			if c.Mode.WithAgent() {
+				return store.ErrAbort
+			}
+		case handoff.ModeBot:
+			if !c.Mode.WithAgent() {
+				return store.ErrAbort
+			}
+		}
+		c.Mode = mode
+		if replyTo != nil && replyTo.Channel != "" {
+			c.ReplyTo = *replyTo
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set conversation %s: %w", mode, err)
+	}
+	return nil
+}
+
+// timed publishes and records how long JetStream took to acknowledge.
+func (g *Gateway) timed(ctx context.Context, publish func(context.Context) (Receipt, error)) (Receipt, error) {
+	start := time.Now()
+	rcpt, err := publish(ctx)
+	g.m.publish.Observe(time.Since(start).Seconds())
+	return rcpt, err
+}
+
+// transcript is what the agent sees when the chat opens: the turns the
+// gateway recorded for this conversation, then the current one.
+func (g *Gateway) transcript(ctx context.Context, t turn) ([]handoff.TranscriptEntry, error) {
+	var out []handoff.TranscriptEntry
+	if g.cfg.TranscriptTurns > 0 {
+		turns, err := g.st.Turns(ctx, t.conversation)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("read transcript: %w", err)
+		}
+		out = append(out, turns...)
+	}
+	out = append(out, t.entries(g.now())...)
+	if n := len(out) - handoff.MaxTranscriptLen; n > 0 {
+		out = out[n:]
+	}
+	return out, nil
+}
+
+// recordTurn stores a bot-handled turn for a later handoff's transcript.
+// A retried webhook call is recorded once (Remember on the turn ID).
+func (g *Gateway) recordTurn(ctx context.Context, t turn) error {
+	entries := t.entries(g.now())
+	if g.cfg.TranscriptTurns == 0 || len(entries) == 0 {
+		return nil
+	}
+	key := ""
+	if t.turnID != "" {
+		key = "gateway:turn:" + t.eventID()
+		first, err := g.st.Remember(ctx, key, turnTTL)
+		if err != nil {
+			return fmt.Errorf("remember turn: %w", err)
+		}
+		if !first {
+			return nil
+		}
+	}
+	for _, e := range entries {
+		if err := g.st.AppendTurn(ctx, t.conversation, e, g.cfg.TranscriptTurns); err != nil {
+			if key != "" {
+				// Let the retry record it; a partial append at worst
+				// repeats one line of transcript.
+				_ = g.st.Forget(context.WithoutCancel(ctx), key)
+			}
+			return fmt.Errorf("record turn: %w", err)
+		}
+	}
+	return nil
+}
+
+func (t *turn) entries(now time.Time) []handoff.TranscriptEntry {
+	now = now.UTC()
+	var out []handoff.TranscriptEntry
+	if s := strings.TrimSpace(t.text); s != "" {
+		out = append(out, handoff.TranscriptEntry{Author: handoff.AuthorUser, Text: clip(s, handoff.MaxMessageBytes), Time: now})
+	}
+	for _, b := range t.botText {
+		if s := strings.TrimSpace(b); s != "" {
+			out = append(out, handoff.TranscriptEntry{Author: handoff.AuthorBot, Text: clip(s, handoff.MaxMessageBytes), Time: now})
+		}
+	}
+	return out
+}
+
+// clip cuts s to at most n bytes on a rune boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// checkConversationID applies the event subject rules up front, so a bad
+// ID is a 400 naming the field, not a failed publish.
+func checkConversationID(id string) error {
+	switch {
+	case id == "":
+		return badRequest("conversation ID is missing")
+	case len(id) > handoff.MaxSubjectBytes:
+		return badRequest("conversation ID is %d bytes, more than %d", len(id), handoff.MaxSubjectBytes)
+	case !utf8.ValidString(id):
+		return badRequest("conversation ID is not valid UTF-8")
+	case strings.ContainsFunc(id, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return badRequest("conversation ID contains control characters")
+	}
+	return nil
+}
+
+// customerFrom reads the customer's name and email from session
+// parameters. Dialogflow's @sys.person entity arrives as {"name": "..."},
+// so a map with a "name" or "original" string is accepted too.
+func customerFrom(params map[string]any, nameKey, emailKey string) handoff.Customer {
+	return handoff.Customer{Name: paramString(params[nameKey]), Email: paramString(params[emailKey])}
+}
+
+func paramString(v any) string {
+	switch x := v.(type) {
+	case string:
+		return clip(strings.TrimSpace(x), 256)
+	case map[string]any:
+		for _, k := range []string{"name", "original"} {
+			if s, ok := x[k].(string); ok {
+				return clip(strings.TrimSpace(s), 256)
+			}
+		}
+	}
+	return ""
+}
