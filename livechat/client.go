@@ -140,8 +140,11 @@ func DefaultHTTPClient() *http.Client {
 			KeepAlive: 30 * time.Second,
 		}).DialContext,
 		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   512,
+		// A worker keeps thousands of calls in flight to one host; over
+		// HTTP/1.1 each needs its own connection, and closing the ones
+		// above the idle limit after every call would churn sockets.
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   4096,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   5 * time.Second,
 		ResponseHeaderTimeout: 20 * time.Second,

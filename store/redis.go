@@ -289,9 +289,32 @@ func decodeConv(id string, raw []byte) (handoff.Conversation, error) {
 // UpdateConversation implements Store. See the type's doc for how the chat
 // index is kept.
 func (r *Redis) UpdateConversation(ctx context.Context, id string, fn func(*handoff.Conversation) error) (handoff.Conversation, error) {
+	return r.update(ctx, id, nil, fn)
+}
+
+// UpdateConversationFrom implements Store: the first attempt starts from
+// cur instead of reading the record, saving a round trip for a caller that
+// has just read it.
+func (r *Redis) UpdateConversationFrom(ctx context.Context, cur handoff.Conversation, fn func(*handoff.Conversation) error) (handoff.Conversation, error) {
+	return r.update(ctx, cur.ID, &cur, fn)
+}
+
+func (r *Redis) update(ctx context.Context, id string, first *handoff.Conversation, fn func(*handoff.Conversation) error) (handoff.Conversation, error) {
 	op := fmt.Sprintf("update conversation %q", id)
 	for attempt := 0; ; attempt++ {
-		cur, raw, err := r.load(ctx, id)
+		var (
+			cur handoff.Conversation
+			raw []byte
+			err error
+		)
+		if attempt == 0 && first != nil {
+			cur = *first
+			if cur.Version > 0 {
+				raw, err = json.Marshal(cur)
+			}
+		} else {
+			cur, raw, err = r.load(ctx, id)
+		}
 		if err != nil {
 			return handoff.Conversation{}, fail(op, err)
 		}
@@ -326,7 +349,7 @@ func (r *Redis) UpdateConversation(ctx context.Context, id string, fn func(*hand
 			return handoff.Conversation{}, fail(op, err)
 		}
 		if written == 1 {
-			if err := r.syncIndex(ctx, id, cur.ChatID, next.ChatID); err != nil {
+			if err := r.syncIndex(ctx, id, cur, next); err != nil {
 				return next, fail(fmt.Sprintf("%s: record written at version %d but chat index not updated", op, next.Version), err)
 			}
 			return next, nil
@@ -342,9 +365,15 @@ func (r *Redis) UpdateConversation(ctx context.Context, id string, fn func(*hand
 	}
 }
 
-// syncIndex points the chat index at id for the record's chat (refreshing
-// its TTL) and drops the old chat's entry if it still names id.
-func (r *Redis) syncIndex(ctx context.Context, id, oldChat, newChat string) error {
+// syncIndex points the chat index at id for the record's chat and drops
+// the old chat's entry if it still names id. It writes only when the chat or
+// the mode changed: every handoff, cancel and close refreshes the index's
+// TTL, and per-message writes (the hot path) cost no extra round trip.
+func (r *Redis) syncIndex(ctx context.Context, id string, cur, next handoff.Conversation) error {
+	oldChat, newChat := cur.ChatID, next.ChatID
+	if newChat == oldChat && cur.Mode == next.Mode && cur.Version > 0 {
+		return nil
+	}
 	if newChat != "" {
 		if err := r.client.Set(ctx, r.chatKey(newChat), id, r.convTTL).Err(); err != nil {
 			return err

@@ -71,6 +71,10 @@ type Store interface {
 	// the record's ChatID changes, the chat index follows right after the
 	// record (see Redis for the order and why readers can trust it).
 	UpdateConversation(ctx context.Context, id string, fn func(*handoff.Conversation) error) (handoff.Conversation, error)
+	// UpdateConversationFrom is UpdateConversation for a caller that has
+	// just read the record: the first attempt starts from cur (whose
+	// Version fences the write) instead of reading it again.
+	UpdateConversationFrom(ctx context.Context, cur handoff.Conversation, fn func(*handoff.Conversation) error) (handoff.Conversation, error)
 	// ConversationByChat returns the conversation a LiveChat chat belongs
 	// to, or ErrNotFound.
 	ConversationByChat(ctx context.Context, chatID string) (string, error)

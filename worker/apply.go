@@ -40,9 +40,9 @@ func chatLive(c handoff.Conversation) bool {
 
 // commit records the event as applied. The LastSeq fence makes a late
 // writer (whose message was redelivered elsewhere and applied) a no-op.
-func (w *Worker) commit(ctx context.Context, it *item, ev handoff.Event, change func(*handoff.Conversation)) error {
+func (w *Worker) commit(ctx context.Context, it *item, ev handoff.Event, rec handoff.Conversation, change func(*handoff.Conversation)) error {
 	applied := false
-	_, err := w.st.UpdateConversation(ctx, ev.Subject, func(c *handoff.Conversation) error {
+	_, err := w.st.UpdateConversationFrom(ctx, rec, func(c *handoff.Conversation) error {
 		if c.LastSeq >= it.seq {
 			applied = true
 			return errAbort
@@ -77,7 +77,7 @@ func (w *Worker) applyHandoff(ctx context.Context, it *item, ev handoff.Event, r
 				return err
 			}
 		}
-		return w.commit(ctx, it, ev, func(c *handoff.Conversation) {
+		return w.commit(ctx, it, ev, rec, func(c *handoff.Conversation) {
 			c.ThreadID = rec.ThreadID
 		})
 	}
@@ -164,7 +164,7 @@ func (w *Worker) applyHandoff(ctx context.Context, it *item, ev handoff.Event, r
 		threadID = resp.ThreadID
 	}
 	w.log.Info("handoff opened", "conversation", ev.Subject, "chat", chatID, "thread", threadID, "group", group)
-	return w.commit(ctx, it, ev, func(c *handoff.Conversation) {
+	return w.commit(ctx, it, ev, rec, func(c *handoff.Conversation) {
 		c.Mode = handoff.ModeQueued
 		c.CustomerID = customerID
 		c.ChatID = chatID
@@ -283,7 +283,7 @@ func (w *Worker) applyMessage(ctx context.Context, it *item, ev handoff.Event, r
 	if !chatLive(rec) {
 		// No chat yet (or any more): keep it, bounded, so the next handoff
 		// opens with it.
-		return w.commit(ctx, it, ev, func(c *handoff.Conversation) {
+		return w.commit(ctx, it, ev, rec, func(c *handoff.Conversation) {
 			c.Pending = append(c.Pending, handoff.TranscriptEntry{Author: handoff.AuthorUser, Text: text, Time: ev.Time})
 			if n := len(c.Pending) - w.cfg.PendingLimit; n > 0 {
 				c.Pending = c.Pending[n:]
@@ -293,7 +293,7 @@ func (w *Worker) applyMessage(ctx context.Context, it *item, ev handoff.Event, r
 	if err := w.sendText(ctx, it, &rec, ev.ID, text, uncertain); err != nil {
 		return err
 	}
-	return w.commit(ctx, it, ev, func(c *handoff.Conversation) {
+	return w.commit(ctx, it, ev, rec, func(c *handoff.Conversation) {
 		c.ThreadID = rec.ThreadID
 	})
 }
@@ -376,7 +376,7 @@ func (w *Worker) applyCancel(ctx context.Context, it *item, ev handoff.Event, re
 		}
 		w.log.Info("handoff cancelled", "conversation", ev.Subject, "chat", rec.ChatID)
 	}
-	return w.commit(ctx, it, ev, func(c *handoff.Conversation) {
+	return w.commit(ctx, it, ev, rec, func(c *handoff.Conversation) {
 		c.Mode = handoff.ModeBot
 	})
 }

@@ -36,6 +36,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"FnErrorPropagates", testFnError},
 		{"ConcurrentUpdatesLoseNothing", testConcurrentUpdates},
 		{"ChatIndexFollowsChatID", testChatIndex},
+		{"UpdateFromStaleRecordRereads", testUpdateFrom},
 		{"AppendTurnKeepsNewest", testTurns},
 		{"Tokens", testTokens},
 		{"Values", testValues},
@@ -641,5 +642,43 @@ func testHostileIDs(t *testing.T, s store.Store) {
 		if _, ok, err := s.Lock(ctx, id, time.Minute); err != nil || ok {
 			t.Errorf("second Lock(%q) = %v, %v; want held", short, ok, err)
 		}
+	}
+}
+
+// testUpdateFrom: starting from a record that is no longer current must not
+// overwrite the newer one; fn runs again on the fresh record.
+func testUpdateFrom(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	id := "update-from"
+	stale := update(t, s, id, func(c *handoff.Conversation) { c.LastSeq = 1 })
+	update(t, s, id, func(c *handoff.Conversation) { c.Pending = append(c.Pending, handoff.TranscriptEntry{Author: handoff.AuthorUser, Text: "newer"}) })
+
+	calls := 0
+	got, err := s.UpdateConversationFrom(ctx, stale, func(c *handoff.Conversation) error {
+		calls++
+		c.LastSeq++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls != 2 || got.LastSeq != 2 || len(got.Pending) != 1 || got.Version != stale.Version+2 {
+		t.Fatalf("from a stale record: %d calls, record %+v; want fn rerun on the newer record", calls, got)
+	}
+	fresh := get(t, s, id)
+	calls = 0
+	got, err = s.UpdateConversationFrom(ctx, fresh, func(c *handoff.Conversation) error {
+		calls++
+		c.Mode = handoff.ModeQueued
+		return nil
+	})
+	if err != nil || calls != 1 || got.Version != fresh.Version+1 || got.Mode != handoff.ModeQueued {
+		t.Fatalf("from the current record: %d calls, %+v, %v", calls, got, err)
+	}
+	if unseen, err := s.UpdateConversationFrom(ctx, handoff.Conversation{ID: "never-seen", Mode: handoff.ModeBot}, func(c *handoff.Conversation) error {
+		c.Mode = handoff.ModePending
+		return nil
+	}); err != nil || unseen.Version != 1 {
+		t.Fatalf("from a never-seen record: %+v, %v", unseen, err)
 	}
 }

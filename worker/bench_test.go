@@ -1,0 +1,296 @@
+package worker_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/livechat"
+	"github.com/handoff-dev/handoff/livechat/livechatsim"
+	"github.com/handoff-dev/handoff/stream"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The benchmarks run whole scenarios once each (use -benchtime=1x) and
+// report figures as metrics; BenchmarkHandoff runs them all in one process
+// so the ratios compare runs on the same machine at the same time:
+//
+//	go test ./worker -run '^$' -bench BenchmarkHandoff -benchtime=1x
+//
+// (a) the worker, 1,000 conversations × 20 events, no added latency;
+// (b) a naive consumer doing the same calls without ordering or
+//     idempotency, 16 goroutines: the baseline;
+// (c) the worker with 100 ms LiveChat latency, 2,000 conversations;
+// (d) publish-to-LiveChat latency at 500 events/s;
+// (e) the worker process's peak RSS with 10,000 active conversations.
+
+var benchScale = 1.0
+
+func init() {
+	if s := os.Getenv("HANDOFF_BENCH_SCALE"); s != "" {
+		if f, err := strconv.ParseFloat(s, 64); err == nil && f > 0 {
+			benchScale = f
+		}
+	}
+}
+
+func scaled(n int) int { return max(1, int(float64(n)*benchScale)) }
+
+func BenchmarkHandoff(b *testing.B) {
+	var a, base float64
+	b.Run("a_worker", func(b *testing.B) { a = benchWorker(b, scaled(1000), 20, 0) })
+	b.Run("b_baseline", func(b *testing.B) { base = benchBaseline(b, scaled(1000), 20) })
+	b.Run("c_worker_100ms", func(b *testing.B) { benchWorker(b, scaled(2000), 10, 100) })
+	b.Run("d_latency_500ps", func(b *testing.B) { benchLatency(b, 500, 10*time.Second) })
+	b.Run("e_rss_10k", func(b *testing.B) { benchRSS(b, scaled(10000)) })
+	if a > 0 && base > 0 {
+		fmt.Printf("(a)/(b) = %.0f / %.0f events/s = %.2f\n", a, base, a/base)
+		b.ReportMetric(a/base, "a/b")
+	}
+}
+
+// publishAll stores conversations × perConv events (a handoff, then
+// messages) in the inbound stream before any worker runs, with async
+// publishes so publishing is not what is measured.
+func (e *env) publishAll(b *testing.B, conversations, perConv int) int {
+	b.Helper()
+	ctx := context.Background()
+	total := 0
+	for j := range perConv {
+		var futures []jetstream.PubAckFuture
+		for i := range conversations {
+			c := conv(i)
+			var ev handoff.Event
+			var err error
+			if j == 0 {
+				ev, err = handoff.NewEvent(handoff.TypeHandoffRequested, c, handoff.HandoffRequested{Text: "agent"})
+			} else {
+				ev, err = handoff.NewEvent(handoff.TypeMessageUser, c, handoff.UserMessage{Text: fmt.Sprintf("message %d", j)})
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			body, _ := ev.Marshal()
+			f, err := e.js.PublishMsgAsync(&nats.Msg{Subject: stream.InSubject(c), Data: body, Header: nats.Header{"Ce-Type": {string(ev.Type)}}}, jetstream.WithMsgID(ev.ID))
+			if err != nil {
+				b.Fatal(err)
+			}
+			futures = append(futures, f)
+			total++
+		}
+		for _, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				b.Fatal(err)
+			case <-ctx.Done():
+			}
+		}
+	}
+	return total
+}
+
+func benchWorker(b *testing.B, conversations, perConv, latencyMS int) float64 {
+	e := newEnv(b)
+	if latencyMS > 0 {
+		if err := e.sim.SetFaults(livechatsim.Faults{Latency: &livechatsim.Latency{FixedMS: latencyMS}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	total := e.publishAll(b, conversations, perConv)
+	b.ResetTimer()
+	start := time.Now()
+	cfg := testConfig()
+	cfg.MaxInFlight = 4096
+	e.startWorker(cfg)
+	e.waitDrained(10 * time.Minute)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	rate := float64(total) / elapsed.Seconds()
+	b.ReportMetric(rate, "events/s")
+	fmt.Printf("worker: %d conversations × %d events, LiveChat latency %d ms: %d events in %v = %.0f events/s\n",
+		conversations, perConv, latencyMS, total, elapsed.Round(time.Millisecond), rate)
+	return rate
+}
+
+// benchBaseline is the naive consumer the worker is compared with: per
+// message two Redis commands, one POST to the simulator and an ack, from 16
+// goroutines, with no ordering, idempotency or retries.
+func benchBaseline(b *testing.B, conversations, perConv int) float64 {
+	e := newEnv(b)
+	ctx := context.Background()
+	lc := e.liveChat(nil)
+	lc.SetOrganizationID(livechatsim.DefaultOrganizationID)
+	cust, err := lc.IssueCustomerToken(ctx, "agent", "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	chat, err := lc.StartChat(ctx, cust.AccessToken, livechat.StartChatRequest{Continuous: true, Events: []livechat.Event{{Type: "message", Text: "hi", Recipients: "all"}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	org := lc.KnownOrganizationID()
+	total := e.publishAll(b, conversations, perConv)
+	rdb := e.redis.Client()
+	hc := livechat.DefaultHTTPClient()
+	url := e.simTS.URL + "/v3.6/customer/action/send_event?organization_id=" + org
+
+	// A work-queue stream allows one consumer per subject: the baseline
+	// takes the worker's place.
+	if err := e.js.DeleteConsumer(ctx, stream.InStream, stream.Consumer); err != nil {
+		b.Fatal(err)
+	}
+	cons, err := e.js.CreateOrUpdateConsumer(ctx, stream.InStream, jetstream.ConsumerConfig{Durable: "baseline", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 20000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	var done atomic.Int64
+	msgs := make(chan jetstream.Msg, 256)
+	cc, err := cons.Consume(func(m jetstream.Msg) { msgs <- m }, jetstream.PullMaxMessages(256))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range msgs {
+				key := e.redis.Prefix() + "baseline:" + m.Subject()
+				rdb.Get(ctx, key)
+				rdb.Set(ctx, key, m.Data(), time.Hour)
+				body := fmt.Sprintf(`{"chat_id":%q,"event":{"type":"message","text":"x","recipients":"all"}}`, chat.ChatID)
+				req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+cust.AccessToken)
+				req.Header.Set("Content-Type", "application/json")
+				if resp, err := hc.Do(req); err == nil {
+					resp.Body.Close()
+				}
+				_ = m.Ack()
+				done.Add(1)
+			}
+		}()
+	}
+	for done.Load() < int64(total) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	cc.Stop()
+	close(msgs)
+	wg.Wait()
+	rate := float64(total) / elapsed.Seconds()
+	b.ReportMetric(rate, "events/s")
+	fmt.Printf("baseline: %d events in %v = %.0f events/s\n", total, elapsed.Round(time.Millisecond), rate)
+	return rate
+}
+
+// benchLatency publishes at a steady rate and measures, per message, the
+// time from the event's publication to the simulator filing it.
+func benchLatency(b *testing.B, perSecond int, d time.Duration) {
+	e := newEnv(b)
+	e.startWorker(testConfig())
+	ctx := context.Background()
+	const conversations = 200
+	for i := range conversations {
+		e.publish(handoff.TypeHandoffRequested, conv(i), handoff.HandoffRequested{Text: "agent"})
+	}
+	e.waitDrained(time.Minute)
+	sent := map[string]time.Time{}
+	b.ResetTimer()
+	tick := time.NewTicker(time.Second / time.Duration(perSecond))
+	defer tick.Stop()
+	end := time.Now().Add(d)
+	for i := 0; time.Now().Before(end); i++ {
+		<-tick.C
+		ev, _ := handoff.NewEvent(handoff.TypeMessageUser, conv(i%conversations), handoff.UserMessage{Text: "ping"})
+		if _, err := e.pub.Publish(ctx, ev); err != nil {
+			b.Fatal(err)
+		}
+		sent[ev.ID] = ev.Time
+	}
+	e.waitDrained(time.Minute)
+	b.StopTimer()
+	var lat []time.Duration
+	for _, c := range e.sim.Chats() {
+		for _, ev := range c.Events {
+			if t, ok := sent[ev.CustomID]; ok {
+				lat = append(lat, ev.CreatedAt.Sub(t))
+			}
+		}
+	}
+	if len(lat) != len(sent) {
+		b.Fatalf("%d of %d messages reached the simulator", len(lat), len(sent))
+	}
+	slices.Sort(lat)
+	p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
+	b.ReportMetric(float64(p(0.5).Microseconds())/1000, "p50_ms")
+	b.ReportMetric(float64(p(0.95).Microseconds())/1000, "p95_ms")
+	b.ReportMetric(float64(p(0.99).Microseconds())/1000, "p99_ms")
+	fmt.Printf("latency at %d events/s over %v (%d messages): p50 %v p95 %v p99 %v max %v\n",
+		perSecond, d, len(lat), p(0.5).Round(10*time.Microsecond), p(0.95).Round(10*time.Microsecond), p(0.99).Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond))
+}
+
+// benchRSS runs the worker as its own process and reads its peak resident
+// memory after it has opened chats for n conversations and sent each a
+// message.
+func benchRSS(b *testing.B, n int) {
+	bin, err := buildHandoff()
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := newEnv(b)
+	if os.Getenv("REDIS_URL") != "" {
+		b.Skip("needs the test's own Redis")
+	}
+	total := e.publishAll(b, n, 2)
+	cmd := exec.Command(bin, "worker", "--nats-url", e.nats.URL(), "--redis-url", e.redis.URL(),
+		"--livechat-api-url", e.simTS.URL, "--livechat-accounts-url", e.simTS.URL,
+		"--livechat-client-id", "bench", "--livechat-client-secret", "s", "--livechat-refresh-token", "r",
+		"--metrics-addr", "", "--log-level", "warn")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	e.waitDrained(10 * time.Minute)
+	rss := peakRSS(b, cmd.Process.Pid)
+	b.ReportMetric(float64(rss)/(1<<20), "peak_rss_MB")
+	fmt.Printf("worker process: %d conversations, %d events: peak RSS %.1f MB\n", n, total, float64(rss)/(1<<20))
+}
+
+func peakRSS(b *testing.B, pid int) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	b.Fatal("no VmHWM in /proc status")
+	return 0
+}
+
+var _ = json.Marshal
