@@ -139,7 +139,7 @@ func DefaultHTTPClient() *http.Client {
 			Timeout:   5 * time.Second,
 			KeepAlive: 30 * time.Second,
 		}).DialContext,
-		ForceAttemptHTTP2:     true,
+		ForceAttemptHTTP2: true,
 		// A worker keeps thousands of calls in flight to one host; over
 		// HTTP/1.1 each needs its own connection, and closing the ones
 		// above the idle limit after every call would churn sockets.

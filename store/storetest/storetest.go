@@ -651,7 +651,9 @@ func testUpdateFrom(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	id := "update-from"
 	stale := update(t, s, id, func(c *handoff.Conversation) { c.LastSeq = 1 })
-	update(t, s, id, func(c *handoff.Conversation) { c.Pending = append(c.Pending, handoff.TranscriptEntry{Author: handoff.AuthorUser, Text: "newer"}) })
+	update(t, s, id, func(c *handoff.Conversation) {
+		c.Pending = append(c.Pending, handoff.TranscriptEntry{Author: handoff.AuthorUser, Text: "newer"})
+	})
 
 	calls := 0
 	got, err := s.UpdateConversationFrom(ctx, stale, func(c *handoff.Conversation) error {
