@@ -42,8 +42,19 @@ func ParseRedisURL(rawURL string) (*redis.UniversalOptions, error) {
 	o.DisableIdentity = true
 	o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	o.ContextTimeoutEnabled = true
+	if o.PoolSize == 0 {
+		// go-redis' default (10 per CPU) makes a worker with a thousand
+		// events in flight queue for connections: measured, 150 ms per
+		// command at 4,000 events/s. Redis serves a few hundred
+		// connections per client without trouble.
+		o.PoolSize = DefaultPoolSize
+	}
 	return o, nil
 }
+
+// DefaultPoolSize is the connection pool size when the URL sets no
+// pool_size.
+const DefaultPoolSize = 256
 
 func parseRedisURL(rawURL string) (*redis.UniversalOptions, error) {
 	scheme, rest, ok := strings.Cut(rawURL, "://")

@@ -66,7 +66,10 @@ func BenchmarkHandoff(b *testing.B) {
 // publishAll stores conversations × perConv events (a handoff, then
 // messages) in the inbound stream before any worker runs, with async
 // publishes so publishing is not what is measured.
-func (e *env) publishAll(b *testing.B, conversations, perConv int) int {
+func (e *env) publishAll(b testing.TB, conversations, perConv int) int {
+	if b == nil {
+		b = e.t
+	}
 	b.Helper()
 	ctx := context.Background()
 	total := 0

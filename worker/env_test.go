@@ -62,7 +62,11 @@ func quietLog() *slog.Logger {
 }
 
 func (e *env) newStore() store.Store {
-	s := store.NewRedis(e.redis.Client(), store.WithPrefix(e.redis.Prefix()))
+	s, err := store.OpenRedis(e.redis.URL(), store.WithPrefix(e.redis.Prefix()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = s.Close() })
 	return s
 }
 

@@ -210,7 +210,12 @@ func TestFaultsKilledWorkers(t *testing.T) {
 		t.Skipf("the fault test needs its own Redis (prefix %s would not reach the workers)", p)
 	}
 	// The worker processes use the default key prefix; read what they wrote.
-	e.st = store.NewRedis(e.redis.Client())
+	st, err := store.OpenRedis(e.redis.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	e.st = st
 	for i := range ps.ps {
 		ps.start(i)
 	}

