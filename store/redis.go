@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -34,7 +35,7 @@ const (
 //
 //	key                          holds                                    TTL
 //	conv:{<id>}                  Conversation as JSON                     conversation TTL, refreshed on every write
-//	chat:<chatID>                conversation ID (chat index)             conversation TTL, refreshed on every write of the conversation
+//	chat:<chatID>                conversation ID (chat index)             conversation TTL, refreshed when the chat or mode changes
 //	turns:{<id>}                 list of bot-side transcript entries      turns TTL, refreshed on every append
 //	                             (JSON, oldest first, newest max kept)
 //	token:customer:<customerID>  Token as JSON                            until Token.ExpiresAt
@@ -42,6 +43,8 @@ const (
 //	value:<name>                 a setting (e.g. the organization ID)     as given to SetValue; none for 0
 //	seen:<key>                   Remember marker (random writer token)    as given to Remember
 //	lock:<name>                  Lock holder's random token               as given to Lock
+//	modes:<mode>                 sorted set: conversation ID scored by    none; members older than the conversation
+//	                             when it entered the mode                 TTL are pruned by CountByMode
 //
 // # Writes are idempotent
 //
@@ -384,7 +387,51 @@ func (r *Redis) syncIndex(ctx context.Context, id string, cur, next handoff.Conv
 			return err
 		}
 	}
-	return nil
+	return r.trackMode(ctx, id, cur, next)
+}
+
+// modesKey is a sorted set per mode: conversation ID scored by the time it
+// entered that mode. CountByMode counts members younger than the
+// conversation TTL, so records that expired while idle drop out.
+func (r *Redis) modesKey(m handoff.Mode) string { return r.prefix + "modes:" + string(m) }
+
+// trackMode moves id from its old mode's set to its new one. Like the chat
+// index it follows the record; a crash in between leaves a stale member
+// until the conversation's next mode change.
+func (r *Redis) trackMode(ctx context.Context, id string, cur, next handoff.Conversation) error {
+	if cur.Mode == next.Mode && cur.Version > 0 {
+		return nil
+	}
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if cur.Version > 0 && cur.Mode != "" {
+			p.ZRem(ctx, r.modesKey(cur.Mode), id)
+		}
+		p.ZAdd(ctx, r.modesKey(next.Mode), redis.Z{Score: float64(r.now().Unix()), Member: id})
+		return nil
+	})
+	return err
+}
+
+// CountByMode implements Store.
+func (r *Redis) CountByMode(ctx context.Context) (map[handoff.Mode]int64, error) {
+	modes := []handoff.Mode{handoff.ModeBot, handoff.ModePending, handoff.ModeQueued, handoff.ModeAgent, handoff.ModeClosed}
+	oldest := strconv.FormatInt(r.now().Add(-r.convTTL).Unix(), 10)
+	cmds := make([]*redis.IntCmd, len(modes))
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, m := range modes {
+			p.ZRemRangeByScore(ctx, r.modesKey(m), "-inf", "("+oldest)
+			cmds[i] = p.ZCard(ctx, r.modesKey(m))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fail("count conversations by mode", err)
+	}
+	out := make(map[handoff.Mode]int64, len(modes))
+	for i, m := range modes {
+		out[m] = cmds[i].Val()
+	}
+	return out, nil
 }
 
 // backoff is a full-jitter exponential delay (1ms doubling, capped at 50ms):

@@ -43,7 +43,7 @@ func TestOpenRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	slices.Sort(keys)
-	want := []string{r.Prefix() + "chat:chat", r.Prefix() + "conv:{x}"}
+	want := []string{r.Prefix() + "chat:chat", r.Prefix() + "conv:{x}", r.Prefix() + "modes:bot"}
 	if !slices.Equal(keys, want) {
 		t.Fatalf("keys = %q; want %q", keys, want)
 	}

@@ -79,6 +79,10 @@ type Store interface {
 	// to, or ErrNotFound.
 	ConversationByChat(ctx context.Context, chatID string) (string, error)
 
+	// CountByMode counts the live conversations in each mode, for the
+	// handoff_conversations metric.
+	CountByMode(ctx context.Context) (map[handoff.Mode]int64, error)
+
 	// AppendTurn adds an entry to the bot-side transcript of a
 	// conversation, keeping only the newest max entries.
 	AppendTurn(ctx context.Context, id string, e handoff.TranscriptEntry, max int) error

@@ -23,6 +23,7 @@ type metrics struct {
 	consumerPending     prometheus.Gauge
 	consumerAckPending  prometheus.Gauge
 	consumerRedelivered prometheus.Gauge
+	conversations       *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -77,8 +78,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "handoff_worker_consumer_redelivered_messages",
 			Help: "Events delivered more than once and not yet acknowledged (read from the consumer).",
 		}),
+		conversations: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "handoff_conversations",
+			Help: "Live conversations by mode, read from the store (the same fleet-wide value on every worker: aggregate with max, not sum).",
+		}, []string{"mode"}),
 	}
-	for _, c := range []prometheus.Collector{m.events, m.duration, m.lag, m.retries, m.tokenReissues, m.inFlight,
+	for _, c := range []prometheus.Collector{m.conversations, m.events, m.duration, m.lag, m.retries, m.tokenReissues, m.inFlight,
 		m.deadLetters, m.reconciled, m.breakerState, m.consumerPending, m.consumerAckPending, m.consumerRedelivered} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -437,8 +437,8 @@ func (w *Worker) heartbeats(ctx context.Context) {
 	}
 }
 
-// consumerStats reads the consumer's pending and redelivered counts for the
-// metrics (and for queue-lag autoscaling).
+// consumerStats reads the consumer's pending and redelivered counts (for
+// the metrics and queue-lag autoscaling) and the conversations per mode.
 func (w *Worker) consumerStats(ctx context.Context, cons jetstream.Consumer) {
 	t := time.NewTicker(w.cfg.StatsInterval)
 	defer t.Stop()
@@ -451,11 +451,18 @@ func (w *Worker) consumerStats(ctx context.Context, cons jetstream.Consumer) {
 		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		info, err := cons.Info(ictx)
 		cancel()
-		if err != nil {
-			continue
+		if err == nil {
+			w.m.consumerPending.Set(float64(info.NumPending))
+			w.m.consumerAckPending.Set(float64(info.NumAckPending))
+			w.m.consumerRedelivered.Set(float64(info.NumRedelivered))
 		}
-		w.m.consumerPending.Set(float64(info.NumPending))
-		w.m.consumerAckPending.Set(float64(info.NumAckPending))
-		w.m.consumerRedelivered.Set(float64(info.NumRedelivered))
+		ictx, cancel = context.WithTimeout(ctx, 2*time.Second)
+		counts, err := w.st.CountByMode(ictx)
+		cancel()
+		if err == nil {
+			for mode, n := range counts {
+				w.m.conversations.WithLabelValues(string(mode)).Set(float64(n))
+			}
+		}
 	}
 }

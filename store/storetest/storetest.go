@@ -37,6 +37,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConcurrentUpdatesLoseNothing", testConcurrentUpdates},
 		{"ChatIndexFollowsChatID", testChatIndex},
 		{"UpdateFromStaleRecordRereads", testUpdateFrom},
+		{"CountByModeFollowsModes", testCountByMode},
 		{"AppendTurnKeepsNewest", testTurns},
 		{"Tokens", testTokens},
 		{"Values", testValues},
@@ -682,5 +683,31 @@ func testUpdateFrom(t *testing.T, s store.Store) {
 		return nil
 	}); err != nil || unseen.Version != 1 {
 		t.Fatalf("from a never-seen record: %+v, %v", unseen, err)
+	}
+}
+
+func testCountByMode(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	count := func() map[handoff.Mode]int64 {
+		t.Helper()
+		c, err := s.CountByMode(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	before := count()
+	update(t, s, "m1", func(c *handoff.Conversation) { c.Mode = handoff.ModePending })
+	update(t, s, "m2", func(c *handoff.Conversation) { c.Mode = handoff.ModePending })
+	update(t, s, "m1", func(c *handoff.Conversation) { c.Mode = handoff.ModeQueued })
+	update(t, s, "m1", func(c *handoff.Conversation) { c.LastSeq = 9 }) // no mode change
+	after := count()
+	if after[handoff.ModePending]-before[handoff.ModePending] != 1 || after[handoff.ModeQueued]-before[handoff.ModeQueued] != 1 {
+		t.Fatalf("counts before %v after %v: want one more pending and one more queued", before, after)
+	}
+	update(t, s, "m1", func(c *handoff.Conversation) { c.Mode = handoff.ModeBot })
+	final := count()
+	if final[handoff.ModeQueued] != before[handoff.ModeQueued] || final[handoff.ModeBot]-before[handoff.ModeBot] != 1 {
+		t.Fatalf("after back to bot: %v (before %v)", final, before)
 	}
 }
