@@ -2,25 +2,41 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/url"
 	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"time"
 
 	"github.com/handoff-dev/handoff/stream"
 )
 
 func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	var (
-		lg       logging
-		host     string
-		natsPort int
-		dataDir  string
+		lg          logging
+		host        string
+		natsPort    int
+		dataDir     string
+		redisURL    string
+		simAddr     string
+		gatewayAddr string
+		metricsAddr string
 	)
-	f := newFlags("dev", "[flags]", "Run handoff on embedded defaults for local development: an embedded NATS\nserver with JetStream and the streams set up. Stop with Ctrl-C.")
+	f := newFlags("dev", "[flags]", "Run the whole service in one process for local development: an embedded NATS\nserver with JetStream and the streams, a redis-server (started from PATH unless\n--redis-url is given), the LiveChat simulator, a worker and the gateway (with\nauthentication off, listening on loopback). Stop with Ctrl-C.")
 	lg.register(f)
 	f.String(&host, "host", "HANDOFF_DEV_HOST", "127.0.0.1", "address the embedded servers listen on")
 	f.Int(&natsPort, "nats-port", "HANDOFF_DEV_NATS_PORT", 4222, "port of the embedded NATS server (-1 picks a free one)")
-	f.String(&dataDir, "data-dir", "HANDOFF_DEV_DATA_DIR", "", "where JetStream keeps its files (default: a temporary directory removed on exit)")
+	f.String(&dataDir, "data-dir", "HANDOFF_DEV_DATA_DIR", "", "where JetStream and Redis keep their files (default: a temporary directory removed on exit)")
+	f.String(&redisURL, "redis-url", "HANDOFF_DEV_REDIS_URL", "", "use this Redis instead of starting redis-server")
+	f.String(&simAddr, "sim-addr", "HANDOFF_DEV_SIM_ADDR", "127.0.0.1:8091", "address of the LiveChat simulator")
+	f.String(&gatewayAddr, "gateway-addr", "HANDOFF_DEV_GATEWAY_ADDR", "127.0.0.1:8080", "address of the gateway")
+	f.String(&metricsAddr, "metrics-addr", "HANDOFF_DEV_METRICS_ADDR", "127.0.0.1:9090", "address of the worker's /metrics")
 	if err := f.parse(args, stdout); err != nil {
 		return err
 	}
@@ -41,8 +57,8 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("dev: %w", err)
 	}
 	defer srv.Shutdown()
-	url := srv.ClientURL()
-	nc, js, err := connect(url, "handoff-dev", log)
+	natsURL := srv.ClientURL()
+	nc, js, err := connect(natsURL, "handoff-dev", log)
 	if err != nil {
 		return err
 	}
@@ -54,8 +70,130 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	for _, c := range changes {
 		log.Info("stream setup", "name", c.Name, "action", c.Action)
 	}
-	fmt.Fprintf(stdout, "handoff dev is running\n  NATS: %s (JetStream data in %s)\nPress Ctrl-C to stop.\n", url, dataDir)
-	<-ctx.Done()
+
+	if redisURL == "" {
+		url, stop, err := startRedis(host, dataDir, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		redisURL = url
+	}
+
+	simURL := "http://" + simAddr
+	// Each part runs as its own subcommand would, from the same flags, so
+	// dev exercises the production wiring.
+	parts := []struct {
+		name string
+		run  func(context.Context, []string, io.Writer) error
+		args []string
+	}{
+		{"livechat-sim", runLiveChatSim, []string{"--addr", simAddr}},
+		{"worker", runWorker, []string{"--nats-url", natsURL, "--redis-url", redisURL,
+			"--livechat-api-url", simURL, "--livechat-accounts-url", simURL,
+			"--livechat-client-id", "handoff-dev", "--livechat-client-secret", "dev", "--livechat-refresh-token", "dev",
+			"--metrics-addr", metricsAddr}},
+		{"gateway", runGateway, []string{"--nats-url", natsURL, "--redis-url", redisURL,
+			"--listen", gatewayAddr, "--insecure-no-auth"}},
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(parts))
+	for i, p := range parts {
+		if i > 0 && p.name == "worker" {
+			// The worker asks the simulator for tokens at once: wait for it.
+			if err := waitListening(ctx, simAddr); err != nil {
+				return err
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			args := append(p.args, "--log-format", lg.format, "--log-level", lg.level)
+			if err := p.run(ctx, args, io.Discard); err != nil {
+				errc <- fmt.Errorf("dev: %s: %w", p.name, err)
+				cancel()
+			}
+		}()
+	}
+	if err := waitListening(ctx, gatewayAddr); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, `handoff dev is running
+  NATS:       %s (JetStream data in %s)
+  Redis:      %s
+  LiveChat:   %s (simulator; see %s/_sim/chats)
+  gateway:    http://%s (authentication OFF: loopback only)
+  metrics:    http://%s/metrics
+Try:
+  curl -X POST http://%s/v1/conversations/demo-1/handoff -H 'Content-Type: application/json' -d '{"customer":{"name":"Ana"},"text":"agent"}'
+  curl -X POST http://%s/v1/conversations/demo-1/messages -H 'Content-Type: application/json' -d '{"text":"my order is late"}'
+  curl %s/_sim/chats
+Press Ctrl-C to stop.
+`, natsURL, dataDir, redactURL(redisURL), simURL, simURL, gatewayAddr, metricsAddr, gatewayAddr, gatewayAddr, simURL)
+	var first error
+	select {
+	case first = <-errc:
+	case <-ctx.Done():
+	}
+	cancel()
 	log.Info("shutting down")
-	return nil
+	wg.Wait()
+	return first
+}
+
+// startRedis runs redis-server from PATH on a free port, with its files in
+// dir, until stop is called.
+func startRedis(host, dir string, log *slog.Logger) (url string, stop func(), err error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", nil, errors.New("dev: redis-server is not on PATH: install it (Debian: apt-get install redis-server) or pass --redis-url")
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", nil, fmt.Errorf("dev: %w", err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", host, "--dir", dir,
+		"--save", "", "--appendonly", "yes", "--protected-mode", "no", "--loglevel", "warning")
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("dev: start redis-server: %w", err)
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	if err := waitListening(context.Background(), addr); err != nil {
+		_ = cmd.Process.Kill()
+		return "", nil, fmt.Errorf("dev: redis-server: %w", err)
+	}
+	log.Info("redis-server started", "addr", addr)
+	return "redis://" + addr + "/0", func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }, nil
+}
+
+func waitListening(ctx context.Context, addr string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listening on %s after 15s", addr)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// redactURL hides a password in a URL for printing.
+func redactURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return p.Redacted()
 }

@@ -72,7 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil, errors.Is(err, errHelp):
 		return 0
-	case errors.As(err, &ue), errors.Is(err, errNotYet):
+	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "handoff: %v\n", err)
 		return 2
 	default:
@@ -81,13 +81,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-var errNotYet = errors.New("not yet implemented")
-
-func notYet(name string) func(context.Context, []string, io.Writer) error {
-	return func(context.Context, []string, io.Writer) error {
-		return fmt.Errorf("%s: %w", name, errNotYet)
-	}
-}
 
 func runVersion(_ context.Context, args []string, stdout io.Writer) error {
 	f := newFlags("version", "", "Print the version of handoff and of Go it was built with.")
