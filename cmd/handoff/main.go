@@ -24,7 +24,7 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"dev":          {"run everything in one process on embedded defaults (NATS, streams, ...)", runDev},
+	"dev":          {"run everything in one process on embedded defaults (NATS, Redis, simulator, worker, gateway)", runDev},
 	"setup":        {"create or update the JetStream streams and the worker consumer (idempotent)", runSetup},
 	"publish":      {"publish one event, e.g. to try a handoff without a bot", runPublish},
 	"worker":       {"consume events and deliver them to LiveChat", runWorker},
@@ -80,7 +80,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 }
-
 
 func runVersion(_ context.Context, args []string, stdout io.Writer) error {
 	f := newFlags("version", "", "Print the version of handoff and of Go it was built with.")
