@@ -45,8 +45,8 @@ func ParseRedisURL(rawURL string) (*redis.UniversalOptions, error) {
 	if o.PoolSize == 0 {
 		// go-redis' default (10 per CPU) makes a worker with a thousand
 		// events in flight queue for connections: measured, 150 ms per
-		// command at 4,000 events/s. Redis serves a few hundred
-		// connections per client without trouble.
+		// command at 4,000 events/s. Each connection costs 64 KiB of
+		// buffers, so not more than needed: 128 removed the queueing.
 		o.PoolSize = DefaultPoolSize
 	}
 	return o, nil
@@ -54,7 +54,7 @@ func ParseRedisURL(rawURL string) (*redis.UniversalOptions, error) {
 
 // DefaultPoolSize is the connection pool size when the URL sets no
 // pool_size.
-const DefaultPoolSize = 256
+const DefaultPoolSize = 128
 
 func parseRedisURL(rawURL string) (*redis.UniversalOptions, error) {
 	scheme, rest, ok := strings.Cut(rawURL, "://")
