@@ -91,44 +91,29 @@ func DefaultConfig() Config {
 
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	if c.MaxInFlight <= 0 {
-		c.MaxInFlight = d.MaxInFlight
-	}
-	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = d.MaxAttempts
-	}
-	if c.BackoffBase <= 0 {
-		c.BackoffBase = d.BackoffBase
-	}
-	if c.BackoffMax <= 0 {
-		c.BackoffMax = d.BackoffMax
-	}
-	if c.OrderDelay <= 0 {
-		c.OrderDelay = d.OrderDelay
-	}
-	if c.OutageDelay <= 0 {
-		c.OutageDelay = d.OutageDelay
-	}
-	if c.PendingLimit <= 0 {
-		c.PendingLimit = d.PendingLimit
-	}
-	if c.ShutdownTimeout <= 0 {
-		c.ShutdownTimeout = d.ShutdownTimeout
-	}
+	positive(&c.MaxInFlight, d.MaxInFlight)
+	positive(&c.MaxAttempts, d.MaxAttempts)
+	positive(&c.BackoffBase, d.BackoffBase)
+	positive(&c.BackoffMax, d.BackoffMax)
+	positive(&c.OrderDelay, d.OrderDelay)
+	positive(&c.OutageDelay, d.OutageDelay)
+	positive(&c.PendingLimit, d.PendingLimit)
+	positive(&c.ShutdownTimeout, d.ShutdownTimeout)
+	positive(&c.BreakerFailures, d.BreakerFailures)
+	positive(&c.BreakerOpenFor, d.BreakerOpenFor)
+	positive(&c.StatsInterval, d.StatsInterval)
 	if c.Stream.AckWait <= 0 {
 		c.Stream = d.Stream
 	}
 	c.AckWait = c.Stream.AckWait
-	if c.BreakerFailures <= 0 {
-		c.BreakerFailures = d.BreakerFailures
-	}
-	if c.BreakerOpenFor <= 0 {
-		c.BreakerOpenFor = d.BreakerOpenFor
-	}
-	if c.StatsInterval <= 0 {
-		c.StatsInterval = d.StatsInterval
-	}
 	return c
+}
+
+// positive replaces a zero or negative setting with its default.
+func positive[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // Worker consumes the inbound stream. Create it with New and call Run.
