@@ -224,7 +224,7 @@ func (w *Worker) backoff(attempt int, retryAfter time.Duration) time.Duration {
 }
 
 func (w *Worker) orderDelay(delivered uint64) time.Duration {
-	d := w.cfg.OrderDelay << min(delivered, 4)
+	d := w.cfg.OrderDelay << min(max(delivered, 1)-1, 4)
 	return w.jitter(min(d, 2*time.Second))
 }
 

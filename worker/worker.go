@@ -169,6 +169,8 @@ type item struct {
 	delivered uint64
 	subject   string
 	published time.Time
+	// release frees the item's in-flight slot; called once, by done.
+	release func()
 	// lease is when the worker last proved to NATS that it still holds the
 	// message (delivery or a heartbeat on a connected client).
 	mu    sync.Mutex
@@ -192,17 +194,20 @@ type convQueue struct {
 	items []*item
 }
 
-func (q *convQueue) insert(it *item) {
+// insert files it in stream order. A redelivery of a message already
+// queued replaces it (the newer delivery's ack reply is the live one) and the
+// replaced item is returned so its slot can be freed.
+func (q *convQueue) insert(it *item) (replaced *item) {
 	i := sort.Search(len(q.items), func(i int) bool { return q.items[i].seq >= it.seq })
 	if i < len(q.items) && q.items[i].seq == it.seq {
-		// A redelivery of a message we already hold: keep the newer
-		// delivery, whose ack reply is the live one.
+		replaced = q.items[i]
 		q.items[i] = it
-		return
+		return replaced
 	}
 	q.items = append(q.items, nil)
 	copy(q.items[i+1:], q.items[i:])
 	q.items[i] = it
+	return nil
 }
 
 // Run sets up the streams, then consumes until ctx ends; then it stops
@@ -245,35 +250,40 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	go func() {
 		<-ctx.Done()
-		iter.Stop()
+		// From now on queued and newly drained events are handed back at
+		// once, so other workers take them without waiting for the ack
+		// wait; Drain lets the buffered ones reach us to be handed back.
+		w.mu.Lock()
+		w.stopping = true
+		w.mu.Unlock()
+		iter.Drain()
 	}()
 
 	slots := make(chan struct{}, w.cfg.MaxInFlight)
 	for {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
 		msg, err := iter.Next()
 		if err != nil {
-			<-slots
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				break
 			}
 			w.log.Warn("fetch failed", "err", err)
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		w.dispatch(workCtx, msg, func() { <-slots })
+		select {
+		case slots <- struct{}{}:
+			if ctx.Err() != nil {
+				<-slots
+				_ = msg.Nak()
+				continue
+			}
+			w.dispatch(workCtx, msg, func() { <-slots })
+		case <-ctx.Done():
+			_ = msg.Nak()
+		}
 	}
 
 	w.log.Info("worker stopping: finishing in-flight events", "deadline", w.cfg.ShutdownTimeout)
-	w.mu.Lock()
-	w.stopping = true
-	w.mu.Unlock()
 	done := make(chan struct{})
 	go func() { w.wg.Wait(); close(done) }()
 	select {
@@ -299,55 +309,46 @@ func (w *Worker) dispatch(ctx context.Context, msg jetstream.Msg, release func()
 		release()
 		return
 	}
-	it := &item{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, subject: msg.Subject(), published: md.Timestamp, lease: time.Now()}
+	it := &item{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, subject: msg.Subject(),
+		published: md.Timestamp, release: release, lease: time.Now()}
 	w.mu.Lock()
-	if old, ok := w.held[it.seq]; ok && old != it {
-		// Redelivered while we still hold it: the old delivery's slot is
-		// released when its runner sees it replaced.
-		release()
-		release = func() {}
-	}
 	w.held[it.seq] = it
 	q, running := w.convs[it.subject]
 	if !running {
 		q = &convQueue{}
 		w.convs[it.subject] = q
 	}
-	q.insert(it)
+	replaced := q.insert(it)
 	w.m.inFlight.Set(float64(len(w.held)))
 	w.mu.Unlock()
+	if replaced != nil {
+		w.done(replaced)
+	}
 	if !running {
 		w.wg.Add(1)
-		go w.runConversation(ctx, it.subject, q, release)
-		return
+		go w.runConversation(ctx, it.subject, q)
 	}
-	// The runner owns the slot accounting of queued items through done().
-	w.addRelease(it, release)
 }
 
-// releases maps held items to their semaphore release; kept apart from item
-// so the hot path stays small.
-var releases sync.Map
-
-func (w *Worker) addRelease(it *item, release func()) { releases.Store(it, release) }
-
+// done forgets a finished item and frees its slot.
 func (w *Worker) done(it *item) {
 	w.mu.Lock()
 	if w.held[it.seq] == it {
 		delete(w.held, it.seq)
 	}
+	release := it.release
+	it.release = nil
 	w.m.inFlight.Set(float64(len(w.held)))
 	w.mu.Unlock()
-	if r, ok := releases.LoadAndDelete(it); ok {
-		r.(func())()
+	if release != nil {
+		release()
 	}
 }
 
 // runConversation applies a conversation's queued messages one at a time,
 // in stream order, and exits when the queue is empty.
-func (w *Worker) runConversation(ctx context.Context, subject string, q *convQueue, firstRelease func()) {
+func (w *Worker) runConversation(ctx context.Context, subject string, q *convQueue) {
 	defer w.wg.Done()
-	first := true
 	for {
 		w.mu.Lock()
 		if len(q.items) == 0 {
@@ -359,10 +360,6 @@ func (w *Worker) runConversation(ctx context.Context, subject string, q *convQue
 		q.items = q.items[1:]
 		stopping := w.stopping
 		w.mu.Unlock()
-		if first {
-			w.addRelease(it, firstRelease)
-			first = false
-		}
 		if stopping {
 			// Hand it back untouched: another worker (or this one after a
 			// restart) takes it in order.
@@ -372,7 +369,11 @@ func (w *Worker) runConversation(ctx context.Context, subject string, q *convQue
 		}
 		if requeue := w.process(ctx, it); requeue {
 			w.mu.Lock()
-			q.insert(it)
+			if replaced := q.insert(it); replaced != nil && replaced != it {
+				w.mu.Unlock()
+				w.done(replaced)
+				continue
+			}
 			w.mu.Unlock()
 			continue
 		}
@@ -380,7 +381,7 @@ func (w *Worker) runConversation(ctx context.Context, subject string, q *convQue
 	}
 }
 
-// heldBy reports whether this process holds seq of subject, waiting.
+// holdsWaiting reports whether this process holds seq of subject, queued.
 func (w *Worker) holdsWaiting(subject string, seq uint64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -227,3 +227,27 @@ func waitFor(t testing.TB, limit time.Duration, cond func() bool) {
 }
 
 var _ = json.Marshal
+
+// TestGracefulShutdownHandsBack stops a busy worker: Run returns nil and
+// the events it held are handed back, not left to time out: with an ack
+// wait of a minute, a second worker still delivers everything well inside
+// it, exactly once and in order.
+func TestGracefulShutdownHandsBack(t *testing.T) {
+	e := newEnv(t)
+	if err := e.sim.SetFaults(livechatsim.Faults{Latency: &livechatsim.Latency{FixedMS: 50}}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	cfg.Stream.AckWait = time.Minute
+	_, stop := e.startWorker(cfg)
+	want := e.publishConversations(0, 20, 10, nil)
+	waitFor(t, 20*time.Second, func() bool { return e.inboundLen() < 150 })
+	stop() // fails the test if Run errs or does not return
+	if e.inboundLen() == 0 {
+		t.Fatalf("the worker finished everything before it was stopped: the test proves nothing")
+	}
+	e.startWorker(cfg)
+	// Events left to time out would wait the whole minute.
+	e.waitDrained(30 * time.Second)
+	e.checkExactlyOnceInOrder(want)
+}
