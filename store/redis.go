@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	mrand "math/rand/v2"
 	"strconv"
 	"sync"
@@ -675,4 +676,19 @@ func (r *Redis) Close() error {
 		return fmt.Errorf("store: close: %w", err)
 	}
 	return nil
+}
+
+// slogPrintf adapts go-redis' printf logger to slog, so its connection
+// messages come out in the service's format (JSON in production) instead of
+// as bare lines on stderr.
+type slogPrintf struct{ log *slog.Logger }
+
+func (s slogPrintf) Printf(ctx context.Context, format string, v ...any) {
+	s.log.WarnContext(ctx, "redis: "+fmt.Sprintf(format, v...))
+}
+
+// SetLogger sends go-redis' own log lines (failed dials, pool errors) to
+// log. go-redis keeps one logger per process, so call it once at start.
+func SetLogger(log *slog.Logger) {
+	redis.SetLogger(slogPrintf{log: log})
 }

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -243,4 +244,9 @@ func TestConversationTTL(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func init() {
+	// The outage test makes go-redis log every failed dial; not useful here.
+	store.SetLogger(slog.New(slog.DiscardHandler))
 }

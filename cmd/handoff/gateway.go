@@ -209,6 +209,7 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 	if _, err := js.Stream(ctx, stream.InStream); err != nil {
 		log.Warn("inbound stream not found: run 'handoff setup' first; publishes will fail until then", "stream", stream.InStream, "err", err)
 	}
+	store.SetLogger(log)
 	st, err := store.OpenRedis(o.redisURL, store.WithPrefix(o.prefix))
 	if err != nil {
 		return fmt.Errorf("gateway: open store: %w", err)

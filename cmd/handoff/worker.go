@@ -85,6 +85,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 
+	store.SetLogger(log)
 	st, err := store.OpenRedis(redisURL)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
