@@ -73,11 +73,17 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 
 	if redisURL == "" {
 		url, stop, err := startRedis(host, dataDir, log)
-		if err != nil {
+		switch {
+		case errors.Is(err, errNoRedis):
+			// Still useful without Redis: NATS with the streams (for
+			// `handoff publish`) and the simulator. Say what is missing.
+			log.Warn("redis-server is not on PATH: running NATS and the LiveChat simulator only; install it (Debian: apt-get install redis-server) or pass --redis-url for the worker and gateway")
+		case err != nil:
 			return err
+		default:
+			defer stop()
+			redisURL = url
 		}
-		defer stop()
-		redisURL = url
 	}
 
 	simURL := "http://" + simAddr
@@ -95,6 +101,9 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 			"--metrics-addr", metricsAddr}},
 		{"gateway", runGateway, []string{"--nats-url", natsURL, "--redis-url", redisURL,
 			"--listen", gatewayAddr, "--insecure-no-auth"}},
+	}
+	if redisURL == "" {
+		parts = parts[:1]
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -117,10 +126,21 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 		}()
 	}
-	if err := waitListening(ctx, gatewayAddr); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, `handoff dev is running
+	if redisURL == "" {
+		if err := waitListening(ctx, simAddr); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, `handoff dev is running (without Redis: no worker, no gateway)
+  NATS:       %s (JetStream data in %s)
+  LiveChat:   %s (simulator)
+Install redis-server (apt-get install redis-server) and restart for the rest.
+Press Ctrl-C to stop.
+`, natsURL, dataDir, simURL)
+	} else {
+		if err := waitListening(ctx, gatewayAddr); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, `handoff dev is running
   NATS:       %s (JetStream data in %s)
   Redis:      %s
   LiveChat:   %s (simulator; see %s/_sim/chats)
@@ -132,6 +152,7 @@ Try:
   curl %s/_sim/chats
 Press Ctrl-C to stop.
 `, natsURL, dataDir, redactURL(redisURL), simURL, simURL, gatewayAddr, metricsAddr, gatewayAddr, gatewayAddr, simURL)
+	}
 	var first error
 	select {
 	case first = <-errc:
@@ -143,12 +164,14 @@ Press Ctrl-C to stop.
 	return first
 }
 
+var errNoRedis = errors.New("dev: redis-server is not on PATH")
+
 // startRedis runs redis-server from PATH on a free port, with its files in
 // dir, until stop is called.
 func startRedis(host, dir string, log *slog.Logger) (url string, stop func(), err error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		return "", nil, errors.New("dev: redis-server is not on PATH: install it (Debian: apt-get install redis-server) or pass --redis-url")
+		return "", nil, errNoRedis
 	}
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {

@@ -117,3 +117,35 @@ func TestDevEndToEnd(t *testing.T) {
 		t.Errorf("worker metrics do not show the applied message")
 	}
 }
+
+// TestDevWithoutRedis: on a machine without redis-server, dev still runs
+// NATS and the simulator and says what is missing.
+func TestDevWithoutRedis(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	sim := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	var out lockedBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runDev(ctx, []string{"--nats-port", "-1", "--data-dir", t.TempDir(), "--sim-addr", sim, "--log-level", "error"}, &out)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "handoff dev is running") {
+		if time.Now().After(deadline) {
+			t.Fatalf("dev did not start:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(out.String(), "without Redis") || !strings.Contains(out.String(), "apt-get install redis-server") {
+		t.Errorf("dev does not say what is missing:\n%s", out.String())
+	}
+	resp, err := http.Get("http://" + sim + "/_sim/chats")
+	if err != nil {
+		t.Fatalf("simulator not serving: %v", err)
+	}
+	resp.Body.Close()
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("dev: %v", err)
+	}
+}
