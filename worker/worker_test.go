@@ -251,3 +251,39 @@ func TestGracefulShutdownHandsBack(t *testing.T) {
 	e.waitDrained(30 * time.Second)
 	e.checkExactlyOnceInOrder(want)
 }
+
+// TestAgentTokenRefreshedOncePerDeployment runs three workers while the
+// agent token lives two seconds: they share one token through the store and
+// renew it one at a time, so LiveChat sees about one refresh per 80 % of the
+// lifetime, not one per worker (which would burn LiveChat's 25-token limit).
+func TestAgentTokenRefreshedOncePerDeployment(t *testing.T) {
+	e := newEnv(t)
+	if err := e.sim.SetFaults(livechatsim.Faults{TokenLifetimeS: 2}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		e.startWorker(testConfig())
+	}
+	start := time.Now()
+	// New customers need the agent token all along: one handoff every
+	// 20 ms for about 6 s.
+	for i := 0; time.Since(start) < 6*time.Second; i++ {
+		e.publish(handoff.TypeHandoffRequested, conv(1000+i), handoff.HandoffRequested{Text: "agent"})
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.waitDrained(30 * time.Second)
+	elapsed := time.Since(start)
+	refreshes := e.sim.Stats()["token"][200]
+	// One refresh to start, then one per 1.6 s (80 % of 2 s), plus one of
+	// slack for a renewal racing the end of the run.
+	allowed := int64(elapsed/(1600*time.Millisecond)) + 2
+	if refreshes > allowed {
+		t.Errorf("%d agent token refreshes in %v by 3 workers; at most %d expected from one shared token", refreshes, elapsed.Round(time.Millisecond), allowed)
+	}
+	if refreshes < 2 {
+		t.Errorf("%d refreshes: the token never expired during the run, the test proves nothing", refreshes)
+	}
+	if len(e.deadLetters()) != 0 {
+		t.Errorf("dead letters: %+v", e.deadLetters())
+	}
+}
