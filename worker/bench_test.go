@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -295,5 +294,3 @@ func peakRSS(b *testing.B, pid int) int64 {
 	b.Fatal("no VmHWM in /proc status")
 	return 0
 }
-
-var _ = json.Marshal

@@ -2,7 +2,6 @@ package worker_test
 
 import (
 	"bytes"
-	"context"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -33,16 +32,18 @@ var buildHandoff = sync.OnceValues(func() (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "handoff")
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		return "", err
+	}
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/handoff")
-	cmd.Dir = repoRoot
+	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}
 	return bin, nil
 })
-
-var repoRoot string
 
 // proc is one `handoff worker` process.
 type proc struct {
@@ -314,23 +315,5 @@ func TestOutagesRedisAndNATS(t *testing.T) {
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	repoRoot = findRoot()
 	os.Exit(m.Run())
 }
-
-func findRoot() string {
-	dir, _ := os.Getwd()
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "."
-		}
-		dir = parent
-	}
-}
-
-var _ = testenv.FreePort
-var _ = context.Background

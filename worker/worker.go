@@ -168,7 +168,6 @@ type item struct {
 	seq       uint64
 	delivered uint64
 	subject   string
-	published time.Time
 	// release frees the item's in-flight slot; called once, by done.
 	release func()
 	// lease is when the worker last proved to NATS that it still holds the
@@ -310,7 +309,7 @@ func (w *Worker) dispatch(ctx context.Context, msg jetstream.Msg, release func()
 		return
 	}
 	it := &item{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, subject: msg.Subject(),
-		published: md.Timestamp, release: release, lease: time.Now()}
+		release: release, lease: time.Now()}
 	w.mu.Lock()
 	w.held[it.seq] = it
 	q, running := w.convs[it.subject]

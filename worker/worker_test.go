@@ -2,7 +2,6 @@ package worker_test
 
 import (
 	"context"
-	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -225,8 +224,6 @@ func waitFor(t testing.TB, limit time.Duration, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
-var _ = json.Marshal
 
 // TestGracefulShutdownHandsBack stops a busy worker: Run returns nil and
 // the events it held are handed back, not left to time out: with an ack

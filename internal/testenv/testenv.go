@@ -254,17 +254,27 @@ func FreePort(t testing.TB) int {
 // directory of the test.
 func RepoRoot(t testing.TB) string {
 	t.Helper()
+	dir, err := ModuleRoot()
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	return dir
+}
+
+// ModuleRoot is RepoRoot for code that has no testing.TB at hand (a
+// TestMain, a sync.Once).
+func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
+			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			t.Fatalf("testenv: no go.mod above %s", dir)
+			return "", fmt.Errorf("no go.mod above the working directory")
 		}
 		dir = parent
 	}
