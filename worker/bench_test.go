@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/internal/testenv"
 	"github.com/handoff-dev/handoff/livechat"
 	"github.com/handoff-dev/handoff/livechat/livechatsim"
 	"github.com/handoff-dev/handoff/stream"
@@ -253,7 +254,7 @@ func benchLatency(b *testing.B, perSecond int, d time.Duration) {
 // memory after it has opened chats for n conversations and sent each a
 // message.
 func benchRSS(b *testing.B, n int) {
-	bin, err := buildHandoff()
+	bin, err := testenv.HandoffBinary()
 	if err != nil {
 		b.Fatal(err)
 	}

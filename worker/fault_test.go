@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,26 +23,6 @@ var (
 	faultConversations = flag.Int("fault.conversations", 300, "conversations in the fault tests")
 	faultMessages      = flag.Int("fault.messages", 10, "events per conversation in the fault tests (one handoff, then messages)")
 )
-
-// buildHandoff compiles the handoff binary once per test run.
-var buildHandoff = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "handoff-bin-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "handoff")
-	root, err := testenv.ModuleRoot()
-	if err != nil {
-		return "", err
-	}
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/handoff")
-	cmd.Dir = root
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
 
 // proc is one `handoff worker` process.
 type proc struct {
@@ -183,7 +162,7 @@ func TestFaultsKilledWorkers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test skipped in -short mode")
 	}
-	bin, err := buildHandoff()
+	bin, err := testenv.HandoffBinary()
 	if err != nil {
 		t.Fatal(err)
 	}

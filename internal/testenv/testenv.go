@@ -279,3 +279,23 @@ func ModuleRoot() (string, error) {
 		dir = parent
 	}
 }
+
+// HandoffBinary builds cmd/handoff once per test binary and returns its
+// path, for tests that run the real command as a separate process.
+var HandoffBinary = sync.OnceValues(func() (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp("", "handoff-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "handoff")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/handoff")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("testenv: go build ./cmd/handoff: %v\n%s", err, out)
+	}
+	return bin, nil
+})
