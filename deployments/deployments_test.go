@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/testenv"
 	"github.com/handoff-dev/handoff/stream"
 	"github.com/handoff-dev/handoff/worker"
 	"go.yaml.in/yaml/v3"
@@ -97,16 +98,9 @@ func TestEveryFileParses(t *testing.T) {
 // cliEnv builds the binary once and reads, from each subcommand's --help,
 // the environment variables it knows (printed as [$NAME]).
 var cliEnv = sync.OnceValues(func() (map[string]map[string]bool, error) {
-	dir, err := os.MkdirTemp("", "handoff-deployments-test-")
+	bin, err := testenv.HandoffBinary()
 	if err != nil {
 		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "handoff")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/handoff")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, errors.New("go build: " + err.Error() + "\n" + string(out))
 	}
 	re := regexp.MustCompile(`\[\$([A-Z0-9_]+)\]`)
 	env := map[string]map[string]bool{}
