@@ -112,6 +112,10 @@ type Conversation struct {
 	// its sequence is above LastSeq: a worker whose message was redelivered
 	// elsewhere can never overwrite newer state.
 	LastSeq uint64 `json:"last_seq,omitempty"`
+	// StreamEpoch names the inbound stream LastSeq belongs to (its creation
+	// time, Unix nanoseconds): a stream deleted and created again restarts
+	// its sequences at 1, and an old LastSeq must then not fence new events.
+	StreamEpoch int64 `json:"stream_epoch,omitempty"`
 	// Group is the LiveChat group the chat was routed to.
 	Group *int `json:"group,omitempty"`
 	// Pending holds user messages that arrived while no chat was open, so

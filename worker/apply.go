@@ -18,7 +18,7 @@ func (w *Worker) apply(ctx context.Context, it *item, ev handoff.Event, payload 
 	if err != nil {
 		return err
 	}
-	if rec.LastSeq >= it.seq {
+	if w.appliedBefore(rec, it.seq) {
 		return errAlreadyApplied
 	}
 	switch p := payload.(type) {
@@ -43,12 +43,13 @@ func chatLive(c handoff.Conversation) bool {
 func (w *Worker) commit(ctx context.Context, it *item, ev handoff.Event, rec handoff.Conversation, change func(*handoff.Conversation)) error {
 	applied := false
 	_, err := w.st.UpdateConversationFrom(ctx, rec, func(c *handoff.Conversation) error {
-		if c.LastSeq >= it.seq {
+		if w.appliedBefore(*c, it.seq) {
 			applied = true
 			return errAbort
 		}
 		change(c)
 		c.LastSeq = it.seq
+		c.StreamEpoch = w.epoch
 		c.LastEventID = ev.ID
 		return nil
 	})
@@ -59,6 +60,12 @@ func (w *Worker) commit(ctx context.Context, it *item, ev handoff.Event, rec han
 		return errAlreadyApplied
 	}
 	return nil
+}
+
+// appliedBefore reports whether the record shows seq (or a later event of
+// the same stream) as applied.
+func (w *Worker) appliedBefore(c handoff.Conversation, seq uint64) bool {
+	return c.LastSeq >= seq && (c.StreamEpoch == w.epoch || c.StreamEpoch == 0)
 }
 
 func (w *Worker) group(g *int) int {

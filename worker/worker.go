@@ -127,6 +127,8 @@ type Worker struct {
 	tokens  *tokens
 	breaker *breaker
 	in      jetstream.Stream
+	// epoch is the inbound stream's creation time, stored with LastSeq.
+	epoch int64
 
 	mu       sync.Mutex
 	convs    map[string]*convQueue
@@ -223,6 +225,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("worker: open stream %s: %w", stream.InStream, err)
 	}
+	w.epoch = w.in.CachedInfo().Created.UnixNano()
 	cons, err := w.js.Consumer(ctx, stream.InStream, stream.Consumer)
 	if err != nil {
 		return fmt.Errorf("worker: open consumer %s: %w", stream.Consumer, err)

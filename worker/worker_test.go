@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -282,5 +283,34 @@ func TestAgentTokenRefreshedOncePerDeployment(t *testing.T) {
 	}
 	if len(e.deadLetters()) != 0 {
 		t.Errorf("dead letters: %+v", e.deadLetters())
+	}
+}
+
+// TestRecreatedStreamDoesNotFenceNewEvents: after HANDOFF_IN is deleted and
+// created again its sequences restart at 1; the old LastSeq of a
+// conversation must not make the new events look applied.
+func TestRecreatedStreamDoesNotFenceNewEvents(t *testing.T) {
+	e := newEnv(t)
+	_, stop := e.startWorker(testConfig())
+	c := conv(7)
+	e.publish(handoff.TypeHandoffRequested, c, handoff.HandoffRequested{Text: "agent"})
+	for i := range 20 {
+		e.publish(handoff.TypeMessageUser, c, handoff.UserMessage{Text: fmt.Sprintf("before %d", i)})
+	}
+	e.waitDrained(20 * time.Second)
+	stop()
+	ctx := context.Background()
+	if err := e.js.DeleteStream(ctx, stream.InStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Setup(ctx, e.js, stream.DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	e.startWorker(testConfig())
+	after := e.publish(handoff.TypeMessageUser, c, handoff.UserMessage{Text: "after the new stream"})
+	e.waitDrained(20 * time.Second)
+	texts := customerTexts(e.chatOf(c))
+	if texts[len(texts)-1] != "after the new stream" {
+		t.Errorf("the event published on the new stream (id %s) was dropped as applied; last texts %q", after.ID, texts[len(texts)-3:])
 	}
 }
