@@ -119,6 +119,11 @@ type GatewayConfig struct {
 	// TranscriptTurns is how many bot-side turns per conversation are kept
 	// for the transcript of a handoff.
 	TranscriptTurns int
+
+	// LiveChatWebhookSecret is the secret_key registered with LiveChat's
+	// webhooks; /livechat/webhook is served only when it is set (or with
+	// InsecureNoAuth).
+	LiveChatWebhookSecret string
 }
 
 // DefaultGatewayConfig returns the defaults documented in
@@ -259,6 +264,10 @@ func NewGateway(cfg GatewayConfig, pub *Publisher, st store.Store, reg prometheu
 	g.handle("POST", "/v1/conversations/{id}/messages", "rest_messages", g.authAPI, g.serveRESTMessage)
 	g.handle("POST", "/v1/conversations/{id}/cancel", "rest_cancel", g.authAPI, g.serveRESTCancel)
 	g.handle("GET", "/v1/conversations/{id}", "rest_conversation", g.authAPI, g.serveRESTConversation)
+	if g.cfg.LiveChatWebhookSecret != "" || g.cfg.InsecureNoAuth {
+		// The secret travels in the body, so the handler checks it.
+		g.handle("POST", "/livechat/webhook", "livechat_webhook", nil, g.serveLiveChatWebhook)
+	}
 	g.handle("GET", "/v1/openapi.json", "openapi", nil, serveOpenAPI)
 	g.handle("GET", "/healthz", "healthz", nil, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -53,6 +53,7 @@ func gatewayFlags(o *gatewayOptions) *flags {
 	f.Duration(&o.shutdown, "shutdown-timeout", "HANDOFF_GATEWAY_SHUTDOWN_TIMEOUT", 10*time.Second, "how long in-flight requests may finish on shutdown")
 	f.Duration(&o.cfg.RequestTimeout, "request-timeout", "HANDOFF_GATEWAY_REQUEST_TIMEOUT", d.RequestTimeout, "bound on one request, publishing included; keep it under Dialogflow's 5s")
 	f.Int64(&o.cfg.MaxBodyBytes, "max-body-bytes", "HANDOFF_GATEWAY_MAX_BODY_BYTES", d.MaxBodyBytes, "largest request body accepted (413 above)")
+	f.String(&o.cfg.LiveChatWebhookSecret, "livechat-webhook-secret", "HANDOFF_GATEWAY_LIVECHAT_WEBHOOK_SECRET", "", "secret_key of the LiveChat webhooks; serves /livechat/webhook (agent messages and closed chats) when set")
 	f.Bool(&o.cfg.InsecureNoAuth, "insecure-no-auth", "HANDOFF_GATEWAY_INSECURE_NO_AUTH", false, "turn authentication off on every endpoint (local development only)")
 
 	f.String(&o.cfg.DialogflowUsername, "dialogflow-username", "HANDOFF_GATEWAY_DIALOGFLOW_USERNAME", "", "Dialogflow webhook basic auth user name")

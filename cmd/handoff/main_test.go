@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/handoff-dev/handoff/internal/testenv"
+	"github.com/handoff-dev/handoff/livechat"
+	"github.com/handoff-dev/handoff/livechat/livechatsim"
 	"github.com/handoff-dev/handoff/stream"
 )
 
@@ -126,5 +129,53 @@ func TestParseBytes(t *testing.T) {
 		if (err == nil) != c.ok || got != c.want {
 			t.Errorf("parseBytes(%q) = %d, %v; want %d, ok=%v", c.in, got, err, c.want, c.ok)
 		}
+	}
+}
+
+func TestSetupRegistersWebhooksOnce(t *testing.T) {
+	n := testenv.StartNATS(t)
+	sim := livechatsim.New(livechatsim.Options{})
+	t.Cleanup(sim.Close)
+	ts := httptest.NewServer(sim)
+	t.Cleanup(ts.Close)
+	args := func(secret string) []string {
+		return []string{"setup", "--nats-url", n.URL(), "--livechat-webhook-url", "https://gw.example/livechat/webhook",
+			"--livechat-webhook-secret", secret, "--livechat-api-url", ts.URL, "--livechat-accounts-url", ts.URL,
+			"--livechat-client-id", "app", "--livechat-client-secret", "s", "--livechat-refresh-token", "r"}
+	}
+	steps := []struct {
+		secret, want string
+	}{{"one", "registered"}, {"one", "unchanged"}, {"two", "updated"}}
+	for _, s := range steps {
+		code, out, errs := runCLI(t, args(s.secret)...)
+		webhookLines := 0
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "webhook ") && strings.HasSuffix(line, " "+s.want) {
+				webhookLines++
+			}
+		}
+		if code != 0 || webhookLines != 2 {
+			t.Fatalf("setup with secret %q: code %d, want both webhooks %s:\n%s%s", s.secret, code, s.want, out, errs)
+		}
+	}
+	lc := livechat.New(livechat.Config{APIURL: ts.URL, AccountsURL: ts.URL, ClientID: "app", ClientSecret: "s", RefreshToken: "r"})
+	tok, err := lc.RefreshAgentToken(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks, err := lc.ListWebhooks(context.Background(), tok.AccessToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hooks) != 2 {
+		t.Fatalf("%d registrations, want 2: %+v", len(hooks), hooks)
+	}
+	for _, h := range hooks {
+		if h.SecretKey != "two" {
+			t.Errorf("%s registered with secret %q, want the new one", h.Action, h.SecretKey)
+		}
+	}
+	if code, _, errs := runCLI(t, "setup", "--nats-url", n.URL(), "--livechat-webhook-url", "https://x"); code != 2 || !strings.Contains(errs, "--livechat-webhook-secret") {
+		t.Errorf("a URL without a secret: code %d %q", code, errs)
 	}
 }

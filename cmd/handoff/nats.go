@@ -73,11 +73,18 @@ func printChanges(w io.Writer, changes []stream.Change) {
 }
 
 func runSetup(ctx context.Context, args []string, stdout io.Writer) error {
-	var n natsFlags
-	var lg logging
-	f := newFlags("setup", "[flags]", "Create or update the JetStream streams (HANDOFF_IN, HANDOFF_OUT, HANDOFF_DLQ)\nand the workers' durable consumer. Safe to run any number of times.")
+	var (
+		n                         natsFlags
+		lg                        logging
+		lc                        liveChatFlags
+		webhookURL, webhookSecret string
+	)
+	f := newFlags("setup", "[flags]", "Create or update the JetStream streams (HANDOFF_IN, HANDOFF_OUT, HANDOFF_DLQ)\nand the workers' durable consumer. With --livechat-webhook-url, also register\nLiveChat's webhooks for the reverse path (agent messages, closed chats) with\nthe --livechat-* client settings. Safe to run any number of times.")
 	n.register(f, true)
 	lg.register(f)
+	f.String(&webhookURL, "livechat-webhook-url", "HANDOFF_SETUP_LIVECHAT_WEBHOOK_URL", "", "the gateway's public /livechat/webhook URL to register with LiveChat (empty: skip)")
+	f.String(&webhookSecret, "livechat-webhook-secret", "HANDOFF_GATEWAY_LIVECHAT_WEBHOOK_SECRET", "", "secret_key to register; the gateway checks it")
+	lc.register(f)
 	if err := f.parse(args, stdout); err != nil {
 		return err
 	}
@@ -94,7 +101,10 @@ func runSetup(ctx context.Context, args []string, stdout io.Writer) error {
 	defer cancel()
 	changes, err := stream.Setup(ctx, js, n.stream)
 	printChanges(stdout, changes)
-	return err
+	if err != nil || webhookURL == "" {
+		return err
+	}
+	return registerWebhooks(ctx, lc.client(nil, log), webhookURL, webhookSecret, stdout)
 }
 
 func runPublish(ctx context.Context, args []string, stdout io.Writer) error {

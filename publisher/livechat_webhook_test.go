@@ -1,0 +1,202 @@
+package publisher
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/livechat"
+	"github.com/handoff-dev/handoff/livechat/livechatsim"
+	"github.com/handoff-dev/handoff/stream"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const testWebhookSecret = "webhook-secret"
+
+// outEvents reads the reverse-path events of a conversation, oldest first.
+func (e *env) outEvents(conversation string) []handoff.Event {
+	e.t.Helper()
+	ctx := context.Background()
+	s, err := e.js.Stream(ctx, stream.OutStream)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []handoff.Event
+	for seq := uint64(1); ; {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(stream.OutSubject(conversation)))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return out
+		}
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		ev, err := handoff.UnmarshalEvent(m.Data)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		out = append(out, ev)
+		seq = m.Sequence + 1
+	}
+}
+
+func webhookBody(action, secret, payload string) string {
+	return `{"webhook_id":"w1","secret_key":"` + secret + `","action":"` + action + `","organization_id":"org","payload":` + payload + `,"additional_data":{}}`
+}
+
+func agentEvent(id, typ, author, visibility, text string) string {
+	return `{"chat_id":"PS0X0L086G","thread_id":"PZ070E0W1B","event":{"id":"` + id + `","type":"` + typ + `","text":"` + text +
+		`","author_id":"` + author + `","created_at":"2019-10-11T09:41:00.877000Z","visibility":"` + visibility + `"}}`
+}
+
+func TestLiveChatWebhook(t *testing.T) {
+	e := newEnv(t, func(c *GatewayConfig) { c.LiveChatWebhookSecret = testWebhookSecret })
+	conv := "projects/acme/agent/sessions/web 1"
+	_, err := e.st.UpdateConversation(context.Background(), conv, func(c *handoff.Conversation) error {
+		c.Mode, c.ChatID, c.CustomerID = handoff.ModeQueued, "PS0X0L086G", "cust-1"
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	real, err := os.ReadFile("../livechat/testdata/webhooks/incoming_event.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name     string
+		body     string
+		code     int
+		answer   string // substring of the answer
+		relayed  int    // message.agent events on the reverse subject afterwards
+		wantMode handoff.Mode
+	}{
+		{"agent message", webhookBody("incoming_event", testWebhookSecret, agentEvent("PZ070E0W1B_2", "message", "agent-1", "all", "Hi, I'm Tom")), 200, `"relayed"`, 1, handoff.ModeAgent},
+		{"LiveChat retries the same delivery", webhookBody("incoming_event", testWebhookSecret, agentEvent("PZ070E0W1B_2", "message", "agent-1", "all", "Hi, I'm Tom")), 200, `"relayed"`, 1, handoff.ModeAgent},
+		{"internal note", webhookBody("incoming_event", testWebhookSecret, agentEvent("PZ070E0W1B_4", "message", "agent-1", "agents", "VIP customer")), 200, "not visible", 1, handoff.ModeAgent},
+		{"echo of the customer's own message", webhookBody("incoming_event", testWebhookSecret, agentEvent("PZ070E0W1B_5", "message", "cust-1", "all", "my order")), 200, "sent by the customer", 1, handoff.ModeAgent},
+		{"system message", webhookBody("incoming_event", testWebhookSecret, agentEvent("PZ070E0W1B_6", "system_message", "system", "all", "Chat transferred")), 200, "not relayed", 1, handoff.ModeAgent},
+		{"real body of an older version (recipients, license_id)", strings.Replace(string(real), "dummy_key", testWebhookSecret, 1), 200, `"relayed"`, 2, handoff.ModeAgent},
+		{"unknown chat", webhookBody("incoming_event", testWebhookSecret, strings.Replace(agentEvent("X_1", "message", "agent-1", "all", "hi"), "PS0X0L086G", "OTHERCHAT", 1)), 200, "unknown chat", 2, handoff.ModeAgent},
+		{"unused action", webhookBody("chat_transferred", testWebhookSecret, `{"chat_id":"PS0X0L086G"}`), 200, "not used", 2, handoff.ModeAgent},
+		{"wrong secret", webhookBody("incoming_event", "guess", agentEvent("PZ070E0W1B_7", "message", "agent-1", "all", "x")), 401, "secret_key", 2, handoff.ModeAgent},
+		{"malformed", `{"action":`, 400, "error", 2, handoff.ModeAgent},
+		{"chat closed by the agent", webhookBody("chat_deactivated", testWebhookSecret, `{"chat_id":"PS0X0L086G","thread_id":"PZ070E0W1B","user_id":"agent@example.com"}`), 200, `"chat.closed"`, 2, handoff.ModeClosed},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, body := e.do(request{path: "/livechat/webhook", body: c.body, auth: "-"})
+			if code != c.code || !strings.Contains(string(body), c.answer) {
+				t.Fatalf("answer %d %s; want %d with %q", code, body, c.code, c.answer)
+			}
+			n := 0
+			for _, ev := range e.outEvents(conv) {
+				if ev.Type == handoff.TypeMessageAgent {
+					n++
+				}
+			}
+			if n != c.relayed {
+				t.Errorf("%d agent messages relayed, want %d", n, c.relayed)
+			}
+			if m := e.mode(conv); m != c.wantMode {
+				t.Errorf("mode %s, want %s", m, c.wantMode)
+			}
+		})
+	}
+	evs := e.outEvents(conv)
+	jsonEqual(t, "first relayed message", evs[0].Data, `{"text":"Hi, I'm Tom","agent_id":"agent-1","chat_id":"PS0X0L086G","livechat_event_id":"PZ070E0W1B_2"}`)
+	last := evs[len(evs)-1]
+	if last.Type != handoff.TypeChatClosed {
+		t.Fatalf("last event %s, want chat.closed", last.Type)
+	}
+	jsonEqual(t, "chat.closed", last.Data, `{"chat_id":"PS0X0L086G","thread_id":"PZ070E0W1B","closed_by":"agent@example.com"}`)
+	if e.streamCount() != 0 {
+		t.Errorf("webhooks put %d events on the inbound stream", e.streamCount())
+	}
+}
+
+func TestLiveChatWebhookNotServedWithoutSecret(t *testing.T) {
+	e := newEnv(t, nil)
+	if code, _ := e.do(request{path: "/livechat/webhook", body: webhookBody("incoming_event", "", agentEvent("a", "message", "x", "all", "hi")), auth: "-"}); code != 404 {
+		t.Errorf("without a configured secret the endpoint answered %d, want 404", code)
+	}
+}
+
+// TestLiveChatWebhookFromTheSimulator registers the gateway's URL with the
+// simulator, which then delivers an agent's reply and the chat's close as
+// LiveChat would.
+func TestLiveChatWebhookFromTheSimulator(t *testing.T) {
+	e := newEnv(t, func(c *GatewayConfig) { c.LiveChatWebhookSecret = testWebhookSecret })
+	sim := livechatsim.New(livechatsim.Options{})
+	t.Cleanup(sim.Close)
+	ts := httptest.NewServer(sim)
+	t.Cleanup(ts.Close)
+	ctx := context.Background()
+	lc := livechat.New(livechat.Config{APIURL: ts.URL, AccountsURL: ts.URL, ClientID: "c", ClientSecret: "s", RefreshToken: "r"})
+	agent, err := lc.RefreshAgentToken(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, action := range []string{livechat.ActionIncomingEvent, livechat.ActionChatDeactivated} {
+		if _, err := lc.RegisterWebhook(ctx, agent.AccessToken, livechat.Webhook{URL: e.srv.URL + "/livechat/webhook", Action: action,
+			SecretKey: testWebhookSecret, OwnerClientID: "c", Type: "license", Filters: map[string]any{"author_type": "agent"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := lc.EnableLicenseWebhook(ctx, agent.AccessToken); err != nil {
+		t.Fatal(err)
+	}
+	cust, err := lc.IssueCustomerToken(ctx, agent.AccessToken, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	chat, err := lc.StartChat(ctx, cust.AccessToken, livechat.StartChatRequest{Continuous: true, Events: []livechat.Event{{Type: "message", Text: "agent please"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := "spaces/AAA/threads/t1"
+	if _, err := e.st.UpdateConversation(ctx, conv, func(c *handoff.Conversation) error {
+		c.Mode, c.ChatID, c.CustomerID = handoff.ModeQueued, chat.ChatID, cust.EntityID
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.AgentNote(chat.ChatID, "internal: VIP"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.AgentMessage(chat.ChatID, "Hi, I'm Tom"); err != nil {
+		t.Fatal(err)
+	}
+	waitOut := func(n int) []handoff.Event {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			evs := e.outEvents(conv)
+			if len(evs) >= n || time.Now().After(deadline) {
+				return evs
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	evs := waitOut(1)
+	if len(evs) != 1 || evs[0].Type != handoff.TypeMessageAgent || !strings.Contains(string(evs[0].Data), "Hi, I'm Tom") {
+		t.Fatalf("after the agent's reply: %d events %+v", len(evs), evs)
+	}
+	if err := sim.CloseChat(chat.ChatID); err != nil {
+		t.Fatal(err)
+	}
+	evs = waitOut(2)
+	if len(evs) != 2 || evs[1].Type != handoff.TypeChatClosed {
+		t.Fatalf("after the close: %d events", len(evs))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.mode(conv) != handoff.ModeClosed && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if m := e.mode(conv); m != handoff.ModeClosed {
+		t.Errorf("mode after the close: %s, want closed", m)
+	}
+}
