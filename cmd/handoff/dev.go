@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/handoff-dev/handoff/livechat"
 	"github.com/handoff-dev/handoff/stream"
 )
 
@@ -100,7 +101,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 			"--livechat-client-id", "handoff-dev", "--livechat-client-secret", "dev", "--livechat-refresh-token", "dev",
 			"--metrics-addr", metricsAddr}},
 		{"gateway", runGateway, []string{"--nats-url", natsURL, "--redis-url", redisURL,
-			"--listen", gatewayAddr, "--insecure-no-auth"}},
+			"--listen", gatewayAddr, "--insecure-no-auth", "--livechat-webhook-secret", devWebhookSecret}},
 	}
 	if redisURL == "" {
 		parts = parts[:1]
@@ -126,6 +127,36 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 		}()
 	}
+	if err := devReady(ctx, stdout, redisURL, natsURL, dataDir, simAddr, simURL, gatewayAddr, metricsAddr); err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
+	var first error
+	select {
+	case first = <-errc:
+	case <-ctx.Done():
+	}
+	cancel()
+	log.Info("shutting down")
+	wg.Wait()
+	return first
+}
+
+// devReady waits for dev's parts to listen, connects the simulator's
+// webhooks to the gateway, and prints what runs and what to try.
+func devReady(ctx context.Context, stdout io.Writer, redisURL, natsURL, dataDir, simAddr, simURL, gatewayAddr, metricsAddr string) error {
+	if redisURL != "" {
+		if err := waitListening(ctx, gatewayAddr); err != nil {
+			return err
+		}
+		// The simulator sends agents' replies and closes back to the
+		// gateway, as LiveChat would after `handoff setup`.
+		sim := livechat.New(livechat.Config{APIURL: simURL, AccountsURL: simURL, ClientID: "handoff-dev", ClientSecret: "dev", RefreshToken: "dev"})
+		if err := registerWebhooks(ctx, sim, "http://"+gatewayAddr+"/livechat/webhook", devWebhookSecret, io.Discard); err != nil {
+			return fmt.Errorf("dev: %w", err)
+		}
+	}
 	if redisURL == "" {
 		if err := waitListening(ctx, simAddr); err != nil {
 			return err
@@ -150,21 +181,19 @@ Try:
   curl -X POST http://%s/v1/conversations/demo-1/handoff -H 'Content-Type: application/json' -d '{"customer":{"name":"Ana"},"text":"agent"}'
   curl -X POST http://%s/v1/conversations/demo-1/messages -H 'Content-Type: application/json' -d '{"text":"my order is late"}'
   curl %s/_sim/chats
+  curl -X POST %s/_sim/chats/<chat id>/agent_message -d '{"text":"Hi, I am Tom"}'
+  (the reply is published as message.agent on handoff.out.demo-1)
 Press Ctrl-C to stop.
-`, natsURL, dataDir, redactURL(redisURL), simURL, simURL, gatewayAddr, metricsAddr, gatewayAddr, gatewayAddr, simURL)
+`, natsURL, dataDir, redactURL(redisURL), simURL, simURL, gatewayAddr, metricsAddr, gatewayAddr, gatewayAddr, simURL, simURL)
 	}
-	var first error
-	select {
-	case first = <-errc:
-	case <-ctx.Done():
-	}
-	cancel()
-	log.Info("shutting down")
-	wg.Wait()
-	return first
+	return nil
 }
 
 var errNoRedis = errors.New("dev: redis-server is not on PATH")
+
+// devWebhookSecret is the LiveChat webhook secret between dev's simulator
+// and gateway; both are on loopback only.
+const devWebhookSecret = "handoff-dev-webhook-secret"
 
 // startRedis runs redis-server from PATH on a free port, with its files in
 // dir, until stop is called.

@@ -81,10 +81,12 @@ func TestDevEndToEnd(t *testing.T) {
 	post("/v1/conversations/demo-1/handoff", `{"customer":{"name":"Ana"},"text":"agent"}`)
 	post("/v1/conversations/demo-1/messages", `{"text":"my order is late"}`)
 
+	var chatID string
 	for {
 		resp, err := http.Get("http://" + sim + "/_sim/chats")
 		if err == nil {
 			var chats []struct {
+				ID       string
 				Customer struct{ Name string }
 				Events   []struct{ Text string }
 			}
@@ -98,6 +100,7 @@ func TestDevEndToEnd(t *testing.T) {
 				if chats[0].Customer.Name != "Ana" || texts[len(texts)-1] != "my order is late" {
 					t.Fatalf("chat: customer %q, texts %q", chats[0].Customer.Name, texts)
 				}
+				chatID = chats[0].ID
 				break
 			}
 		}
@@ -106,7 +109,30 @@ func TestDevEndToEnd(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	resp, err := http.Get("http://" + metrics + "/metrics")
+	// The agent answers in the simulator; its webhook reaches the gateway,
+	// which marks the conversation as with an agent.
+	resp, err := http.Post("http://"+sim+"/_sim/chats/"+chatID+"/agent_message", "application/json", strings.NewReader(`{"text":"Hi, I am Tom"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for {
+		resp, err := http.Get("http://" + gw + "/v1/conversations/demo-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var conv struct{ Mode string }
+		_ = json.NewDecoder(resp.Body).Decode(&conv)
+		resp.Body.Close()
+		if conv.Mode == "agent" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent's reply never came back through the webhook (mode %q)", conv.Mode)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	resp, err = http.Get("http://" + metrics + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
