@@ -243,15 +243,26 @@ func (e *env) validAuth(path string) string {
 // events reads back every event stored on a conversation's inbound
 // subject, oldest first.
 func (e *env) events(conversation string) []handoff.Event {
+	return e.stored(stream.InStream, stream.InSubject(conversation))
+}
+
+// outEvents reads back the reverse-path events of a conversation.
+func (e *env) outEvents(conversation string) []handoff.Event {
+	return e.stored(stream.OutStream, stream.OutSubject(conversation))
+}
+
+// stored reads every event on subject in streamName, oldest first, and
+// checks each was published with its ID as Nats-Msg-Id.
+func (e *env) stored(streamName, subject string) []handoff.Event {
 	e.t.Helper()
 	ctx := context.Background()
-	s, err := e.js.Stream(ctx, stream.InStream)
+	s, err := e.js.Stream(ctx, streamName)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	var out []handoff.Event
 	for seq := uint64(1); ; {
-		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(stream.InSubject(conversation)))
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return out
 		}
@@ -262,8 +273,8 @@ func (e *env) events(conversation string) []handoff.Event {
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		if m.Subject != stream.InSubject(conversation) {
-			e.t.Fatalf("message on %q, want %q", m.Subject, stream.InSubject(conversation))
+		if m.Subject != subject {
+			e.t.Fatalf("message on %q, want %q", m.Subject, subject)
 		}
 		if got := m.Header.Get("Nats-Msg-Id"); got != ev.ID {
 			e.t.Errorf("Nats-Msg-Id %q, event ID %q", got, ev.ID)

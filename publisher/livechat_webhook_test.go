@@ -2,7 +2,6 @@ package publisher
 
 import (
 	"context"
-	"errors"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -12,37 +11,9 @@ import (
 	"github.com/handoff-dev/handoff"
 	"github.com/handoff-dev/handoff/livechat"
 	"github.com/handoff-dev/handoff/livechat/livechatsim"
-	"github.com/handoff-dev/handoff/stream"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 const testWebhookSecret = "webhook-secret"
-
-// outEvents reads the reverse-path events of a conversation, oldest first.
-func (e *env) outEvents(conversation string) []handoff.Event {
-	e.t.Helper()
-	ctx := context.Background()
-	s, err := e.js.Stream(ctx, stream.OutStream)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var out []handoff.Event
-	for seq := uint64(1); ; {
-		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(stream.OutSubject(conversation)))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return out
-		}
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		ev, err := handoff.UnmarshalEvent(m.Data)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		out = append(out, ev)
-		seq = m.Sequence + 1
-	}
-}
 
 func webhookBody(action, secret, payload string) string {
 	return `{"webhook_id":"w1","secret_key":"` + secret + `","action":"` + action + `","organization_id":"org","payload":` + payload + `,"additional_data":{}}`
