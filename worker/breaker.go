@@ -19,13 +19,18 @@ var errBreakerOpen = errors.New("livechat circuit open")
 // machine we need). Only failures that mean "LiveChat is in trouble" count:
 // 5xx, timeouts and network errors. A 4xx answer, a 429 or an expired token
 // is LiveChat working as designed.
+//
+// There is one per LiveChat host (the Web API and the accounts service),
+// since one can be down while the other answers.
 type breaker struct {
 	cb *gobreaker.CircuitBreaker[struct{}]
 }
 
-func newBreaker(failures int, openFor time.Duration, m *metrics) *breaker {
+func newBreaker(host string, failures int, openFor time.Duration, m *metrics) *breaker {
+	state := m.breakerState.WithLabelValues(host)
+	state.Set(0)
 	st := gobreaker.Settings{
-		Name:        "livechat",
+		Name:        host,
 		MaxRequests: 5,
 		Timeout:     openFor,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= uint32(failures) },
@@ -33,7 +38,7 @@ func newBreaker(failures int, openFor time.Duration, m *metrics) *breaker {
 			return err == nil || !troubled(err)
 		},
 		OnStateChange: func(_ string, _, to gobreaker.State) {
-			m.breakerState.Set(float64(to))
+			state.Set(float64(to))
 		},
 	}
 	return &breaker{cb: gobreaker.NewCircuitBreaker[struct{}](st)}

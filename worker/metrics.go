@@ -19,7 +19,7 @@ type metrics struct {
 	inFlight            prometheus.Gauge
 	deadLetters         *prometheus.CounterVec
 	reconciled          prometheus.Counter
-	breakerState        prometheus.Gauge
+	breakerState        *prometheus.GaugeVec
 	consumerPending     prometheus.Gauge
 	consumerAckPending  prometheus.Gauge
 	consumerRedelivered prometheus.Gauge
@@ -62,10 +62,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "handoff_worker_reconciled_sends_total",
 			Help: "Messages found already in LiveChat by custom_id after an uncertain attempt, so not sent again.",
 		}),
-		breakerState: prometheus.NewGauge(prometheus.GaugeOpts{
+		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "handoff_worker_livechat_circuit_state",
-			Help: "State of the circuit breaker in front of LiveChat: 0 closed, 1 half-open, 2 open.",
-		}),
+			Help: "State of the circuit breaker in front of each LiveChat host (api, accounts): 0 closed, 1 half-open, 2 open.",
+		}, []string{"host"}),
 		consumerPending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "handoff_worker_consumer_pending_messages",
 			Help: "Events in the inbound stream not yet delivered to any worker (read from the consumer).",

@@ -125,8 +125,10 @@ type Worker struct {
 	log     *slog.Logger
 	m       *metrics
 	tokens  *tokens
-	breaker *breaker
-	in      jetstream.Stream
+	breaker *breaker // the Web API
+	// accounts is the breaker of the accounts service (tokens).
+	accounts *breaker
+	in       jetstream.Stream
 	// epoch is the inbound stream's creation time, stored with LastSeq.
 	epoch int64
 
@@ -159,8 +161,9 @@ func New(cfg Config, js jetstream.JetStream, lc *livechat.Client, st store.Store
 		convs: map[string]*convQueue{},
 		held:  map[uint64]*item{},
 	}
-	w.breaker = newBreaker(cfg.BreakerFailures, cfg.BreakerOpenFor, m)
-	w.tokens = newTokens(lc, st, w.breaker, m, log)
+	w.breaker = newBreaker("api", cfg.BreakerFailures, cfg.BreakerOpenFor, m)
+	w.accounts = newBreaker("accounts", cfg.BreakerFailures, cfg.BreakerOpenFor, m)
+	w.tokens = newTokens(lc, st, w.accounts, m, log)
 	return w, nil
 }
 

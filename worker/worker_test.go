@@ -314,3 +314,41 @@ func TestRecreatedStreamDoesNotFenceNewEvents(t *testing.T) {
 		t.Errorf("the event published on the new stream (id %s) was dropped as applied; last texts %q", after.ID, texts[len(texts)-3:])
 	}
 }
+
+// TestLiveChatOutageDeadLettersNothing: LiveChat answers every request 503
+// for a while. The circuit opens (a metric says so), events wait in the
+// stream instead of spending their retry budget, and once LiveChat is back
+// everything arrives, exactly once, in order, with no dead letter — even
+// with a budget of three attempts.
+func TestLiveChatOutageDeadLettersNothing(t *testing.T) {
+	e := newEnv(t)
+	cfg := testConfig()
+	cfg.MaxAttempts = 3
+	cfg.BreakerFailures = 5
+	reg, _ := e.startWorker(cfg)
+	// Open the conversations first, so the outage hits messages.
+	want := e.publishConversations(0, 10, 1, nil)
+	e.waitDrained(20 * time.Second)
+	if err := e.sim.SetFaults(livechatsim.Faults{Errors: []livechatsim.ErrorFault{{Action: "*", Rate: 1, Type: "service_unavailable", Status: 503}}}); err != nil {
+		t.Fatal(err)
+	}
+	for c := range want {
+		for i := range 5 {
+			ev := e.publish(handoff.TypeMessageUser, c, handoff.UserMessage{Text: fmt.Sprintf("during the outage %d", i)})
+			want[c] = append(want[c], ev.ID)
+		}
+	}
+	waitFor(t, 20*time.Second, func() bool {
+		return metricValue(t, reg, "handoff_worker_livechat_circuit_state", "host", "api") == 2
+	})
+	time.Sleep(2 * time.Second) // several open/half-open rounds
+	e.sim.ResetFaults()
+	e.waitDrained(30 * time.Second)
+	e.checkExactlyOnceInOrder(want)
+	if dl := e.deadLetters(); len(dl) != 0 {
+		t.Errorf("%d events dead-lettered for an outage; first: %s %s", len(dl), dl[0].Reason, dl[0].Error)
+	}
+	if got := metricValue(t, reg, "handoff_worker_retries_total", "reason", "livechat_circuit_open"); got == 0 {
+		t.Errorf("no event waited for the open circuit")
+	}
+}
