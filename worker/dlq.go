@@ -103,6 +103,12 @@ type DeadLetter struct {
 	header           nats.Header
 }
 
+// String is a one-line summary for logs and test failures (the body is
+// left out).
+func (d DeadLetter) String() string {
+	return fmt.Sprintf("dead letter %d: %s event %s of %q: %s: %s", d.Sequence, d.Type, d.EventID, d.Conversation, d.Reason, d.Error)
+}
+
 // ListDeadLetters returns the dead letters, oldest first, at most limit
 // (0: all).
 func ListDeadLetters(ctx context.Context, js jetstream.JetStream, limit int) ([]DeadLetter, error) {

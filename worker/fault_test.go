@@ -235,7 +235,7 @@ func TestFaultsKilledWorkers(t *testing.T) {
 
 	e.checkExactlyOnceInOrder(want)
 	if dl := e.deadLetters(); len(dl) != 0 {
-		t.Errorf("%d dead letters, first: %+v", len(dl), dl[0])
+		t.Errorf("%d dead letters, first: %v", len(dl), dl[0])
 	}
 	stats := e.sim.Stats()
 	t.Logf("%d conversations × %d events, %d worker kills; simulator answers: %v", n, m, kills, stats)
@@ -285,7 +285,7 @@ func TestOutagesRedisAndNATS(t *testing.T) {
 	e.waitDrained(120 * time.Second)
 	e.checkExactlyOnceInOrder(want)
 	if dl := e.deadLetters(); len(dl) != 0 {
-		t.Errorf("%d dead letters, first: %+v", len(dl), dl[0])
+		t.Errorf("%d dead letters, first: %v", len(dl), dl[0])
 	}
 	if got := metricValue(t, reg1, "handoff_worker_retries_total", "reason", "store_unavailable"); got == 0 {
 		t.Errorf("no retry for store_unavailable recorded during the Redis outage")

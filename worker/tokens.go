@@ -150,6 +150,10 @@ func (t *tokens) newCustomer(ctx context.Context) (livechat.Token, error) {
 // issue asks LiveChat for a customer token (a new customer when
 // customerID is empty), renewing the agent token once if LiveChat refused it.
 func (t *tokens) issue(ctx context.Context, customerID string) (livechat.Token, error) {
+	// The customer-token grant names the organization: know it first.
+	if err := t.loadOrganization(ctx); err != nil {
+		return livechat.Token{}, err
+	}
 	for try := 0; ; try++ {
 		agent, err := t.agentToken(ctx)
 		if err != nil {

@@ -208,7 +208,7 @@ func TestUnknownOutcomeIsNotSentTwice(t *testing.T) {
 	e.waitDrained(60 * time.Second)
 	e.checkExactlyOnceInOrder(want)
 	if len(e.deadLetters()) != 0 {
-		t.Errorf("dead letters: %+v", e.deadLetters())
+		t.Errorf("dead letters: %v", e.deadLetters())
 	}
 	if testutil.ToFloat64(metricCounter(t, reg, "handoff_worker_reconciled_sends_total")) == 0 {
 		t.Errorf("no send was reconciled by custom_id, so the drop fault did not bite")
@@ -282,7 +282,7 @@ func TestAgentTokenRefreshedOncePerDeployment(t *testing.T) {
 		t.Errorf("%d refreshes: the token never expired during the run, the test proves nothing", refreshes)
 	}
 	if len(e.deadLetters()) != 0 {
-		t.Errorf("dead letters: %+v", e.deadLetters())
+		t.Errorf("dead letters: %v", e.deadLetters())
 	}
 }
 
