@@ -171,3 +171,55 @@ func TestLiveChatWebhookFromTheSimulator(t *testing.T) {
 		t.Errorf("mode after the close: %s, want closed", m)
 	}
 }
+
+// With NATS down the webhook answers 503, so LiveChat delivers again, and
+// the conversation keeps its mode: an agent's words that were not stored
+// must not count as an answer. The redelivery after the outage is stored
+// once and then moves the conversation to agent.
+func TestLiveChatWebhookNATSOutage(t *testing.T) {
+	e := newEnv(t, func(c *GatewayConfig) {
+		c.LiveChatWebhookSecret = testWebhookSecret
+		c.RequestTimeout = 2 * time.Second
+	})
+	conv := "projects/acme/agent/sessions/outage"
+	if _, err := e.st.UpdateConversation(context.Background(), conv, func(c *handoff.Conversation) error {
+		c.Mode, c.ChatID, c.CustomerID = handoff.ModeQueued, "PS0X0L086G", "cust-1"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	body := webhookBody("incoming_event", testWebhookSecret, agentEvent("PZ070E0W1B_2", "message", "agent-1", "all", "Hi, I'm Tom"))
+
+	e.nats.Stop()
+	code, answer := e.do(request{path: "/livechat/webhook", body: body, auth: "-"})
+	if code != 503 {
+		t.Fatalf("with NATS down: %d %s, want 503", code, answer)
+	}
+	if m := e.mode(conv); m != handoff.ModeQueued {
+		t.Errorf("mode %s after a failed relay, want queued", m)
+	}
+
+	e.nats.Start()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, answer = e.do(request{path: "/livechat/webhook", body: body, auth: "-"})
+		if code == 200 {
+			break
+		}
+		if code != 503 || time.Now().After(deadline) {
+			t.Fatalf("after NATS restart: %d %s", code, answer)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// LiveChat's own retry of a delivery it already saw answered.
+	if code, answer := e.do(request{path: "/livechat/webhook", body: body, auth: "-"}); code != 200 {
+		t.Fatalf("repeated delivery: %d %s", code, answer)
+	}
+	evs := e.outEvents(conv)
+	if len(evs) != 1 || evs[0].Type != handoff.TypeMessageAgent || evs[0].ID != deriveID("livechat", "PS0X0L086G", "PZ070E0W1B_2") {
+		t.Fatalf("stored after recovery: %+v", evs)
+	}
+	if m := e.mode(conv); m != handoff.ModeAgent {
+		t.Errorf("mode %s after the relay, want agent", m)
+	}
+}
