@@ -1,6 +1,7 @@
 package livechat
 
 import (
+	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -45,4 +46,40 @@ func SplitText(text string, max int) []string {
 		parts = append(parts, text)
 	}
 	return parts
+}
+
+// RichText renders a rich message as plain text for surfaces that cannot
+// show cards: each card's title, subtitle and picture address on their own
+// lines, then its buttons, with the address or number of a url or phone
+// button, since that is what the agent meant the user to have. Cards are
+// separated by a blank line; an empty card adds nothing.
+func RichText(elements []RichElement) string {
+	var cards []string
+	for _, el := range elements {
+		var lines []string
+		add := func(s string) {
+			if s = strings.TrimSpace(s); s != "" {
+				lines = append(lines, s)
+			}
+		}
+		add(el.Title)
+		add(el.Subtitle)
+		if el.Image != nil {
+			add(el.Image.URL)
+		}
+		for _, b := range el.Buttons {
+			switch {
+			case (b.Type == "url" || b.Type == "phone") && b.Value != "" && b.Text != "":
+				add("[" + b.Text + "] " + b.Value)
+			case b.Text != "":
+				add("[" + b.Text + "]")
+			default:
+				add(b.Value)
+			}
+		}
+		if len(lines) > 0 {
+			cards = append(cards, strings.Join(lines, "\n"))
+		}
+	}
+	return strings.Join(cards, "\n\n")
 }

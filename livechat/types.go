@@ -28,6 +28,33 @@ type Event struct {
 	// SystemMessageType is set on "system_message" events
 	// ("routing.archived_offline", "agent_joined", ...).
 	SystemMessageType string `json:"system_message_type,omitempty"`
+	// TemplateID and Elements make up a "rich_message" (cards, a carousel,
+	// quick replies); such an event has no Text of its own.
+	TemplateID string        `json:"template_id,omitempty"`
+	Elements   []RichElement `json:"elements,omitempty"`
+}
+
+// RichElement is one card of a rich message. Every part is optional.
+type RichElement struct {
+	Title    string       `json:"title,omitempty"`
+	Subtitle string       `json:"subtitle,omitempty"`
+	Image    *RichImage   `json:"image,omitempty"`
+	Buttons  []RichButton `json:"buttons,omitempty"`
+}
+
+// RichImage is a card's picture.
+type RichImage struct {
+	URL             string `json:"url,omitempty"`
+	AlternativeText string `json:"alternative_text,omitempty"`
+}
+
+// RichButton is a card's button. Value is the address of a "url" button
+// and the number of a "phone" one.
+type RichButton struct {
+	Text       string `json:"text,omitempty"`
+	Type       string `json:"type,omitempty"`
+	Value      string `json:"value,omitempty"`
+	PostbackID string `json:"postback_id,omitempty"`
 }
 
 // Event types the Customer Chat API accepts.

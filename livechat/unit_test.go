@@ -124,3 +124,28 @@ func TestRedact(t *testing.T) {
 		t.Errorf("redact = %s", out)
 	}
 }
+
+func TestRichText(t *testing.T) {
+	tests := []struct {
+		name     string
+		elements []RichElement
+		want     string
+	}{
+		{"none", nil, ""},
+		{"empty card", []RichElement{{}}, ""},
+		{"picture only", []RichElement{{Image: &RichImage{URL: "https://cdn.example/a.png"}}}, "https://cdn.example/a.png"},
+		{"card with buttons", []RichElement{{Title: "Order 1", Subtitle: " shipped ", Buttons: []RichButton{
+			{Text: "Track", Type: "url", Value: "https://t.example/1"},
+			{Text: "Call us", Type: "phone", Value: "+48 123"},
+			{Text: "Thanks", Type: "message", Value: "thanks"},
+		}}}, "Order 1\nshipped\n[Track] https://t.example/1\n[Call us] +48 123\n[Thanks]"},
+		{"carousel", []RichElement{{Title: "A"}, {}, {Title: "B"}}, "A\n\nB"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := RichText(tt.elements); got != tt.want {
+				t.Errorf("RichText = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

@@ -107,7 +107,11 @@ func (g *Gateway) relayAgentEvent(ctx context.Context, d livechat.WebhookDeliver
 	}
 	text := ev.Text
 	switch ev.Type {
-	case "message", "rich_message":
+	case "message":
+	case "rich_message":
+		// Cards carry no text of their own; the surfaces downstream take
+		// text, so the cards travel as their words, pictures and links.
+		text = strings.TrimSpace(ev.Text + "\n" + livechat.RichText(ev.Elements))
 	case "file":
 		text = strings.TrimSpace(ev.Text + " " + ev.URL)
 	default:

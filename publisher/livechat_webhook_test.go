@@ -24,6 +24,11 @@ func agentEvent(id, typ, author, visibility, text string) string {
 		`","author_id":"` + author + `","created_at":"2019-10-11T09:41:00.877000Z","visibility":"` + visibility + `"}}`
 }
 
+// richEvent is an agent's card as LiveChat's agent app sends it.
+const richEvent = `{"chat_id":"PS0X0L086G","thread_id":"PZ070E0W1B","event":{"id":"PZ070E0W1B_8","type":"rich_message","template_id":"cards",` +
+	`"elements":[{"title":"Your order","subtitle":"Shipped today","buttons":[{"text":"Track it","type":"url","value":"https://shop.example/t/1"},` +
+	`{"text":"Thanks","type":"message","value":"thanks","postback_id":"p1"}]}],"author_id":"agent-1","created_at":"2019-10-11T09:41:00.877000Z","visibility":"all"}}`
+
 func TestLiveChatWebhook(t *testing.T) {
 	e := newEnv(t, func(c *GatewayConfig) { c.LiveChatWebhookSecret = testWebhookSecret })
 	conv := "projects/acme/agent/sessions/web 1"
@@ -52,11 +57,12 @@ func TestLiveChatWebhook(t *testing.T) {
 		{"echo of the customer's own message", webhookBody("incoming_event", testWebhookSecret, agentEvent("PZ070E0W1B_5", "message", "cust-1", "all", "my order")), 200, "sent by the customer", 1, handoff.ModeAgent},
 		{"system message", webhookBody("incoming_event", testWebhookSecret, agentEvent("PZ070E0W1B_6", "system_message", "system", "all", "Chat transferred")), 200, "not relayed", 1, handoff.ModeAgent},
 		{"real body of an older version (recipients, license_id)", strings.Replace(string(real), "dummy_key", testWebhookSecret, 1), 200, `"relayed"`, 2, handoff.ModeAgent},
-		{"unknown chat", webhookBody("incoming_event", testWebhookSecret, strings.Replace(agentEvent("X_1", "message", "agent-1", "all", "hi"), "PS0X0L086G", "OTHERCHAT", 1)), 200, "unknown chat", 2, handoff.ModeAgent},
-		{"unused action", webhookBody("chat_transferred", testWebhookSecret, `{"chat_id":"PS0X0L086G"}`), 200, "not used", 2, handoff.ModeAgent},
-		{"wrong secret", webhookBody("incoming_event", "guess", agentEvent("PZ070E0W1B_7", "message", "agent-1", "all", "x")), 401, "secret_key", 2, handoff.ModeAgent},
-		{"malformed", `{"action":`, 400, "error", 2, handoff.ModeAgent},
-		{"chat closed by the agent", webhookBody("chat_deactivated", testWebhookSecret, `{"chat_id":"PS0X0L086G","thread_id":"PZ070E0W1B","user_id":"agent@example.com"}`), 200, `"chat.closed"`, 2, handoff.ModeClosed},
+		{"rich message (a card, no text of its own)", webhookBody("incoming_event", testWebhookSecret, richEvent), 200, `"relayed"`, 3, handoff.ModeAgent},
+		{"unknown chat", webhookBody("incoming_event", testWebhookSecret, strings.Replace(agentEvent("X_1", "message", "agent-1", "all", "hi"), "PS0X0L086G", "OTHERCHAT", 1)), 200, "unknown chat", 3, handoff.ModeAgent},
+		{"unused action", webhookBody("chat_transferred", testWebhookSecret, `{"chat_id":"PS0X0L086G"}`), 200, "not used", 3, handoff.ModeAgent},
+		{"wrong secret", webhookBody("incoming_event", "guess", agentEvent("PZ070E0W1B_7", "message", "agent-1", "all", "x")), 401, "secret_key", 3, handoff.ModeAgent},
+		{"malformed", `{"action":`, 400, "error", 3, handoff.ModeAgent},
+		{"chat closed by the agent", webhookBody("chat_deactivated", testWebhookSecret, `{"chat_id":"PS0X0L086G","thread_id":"PZ070E0W1B","user_id":"agent@example.com"}`), 200, `"chat.closed"`, 3, handoff.ModeClosed},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -80,6 +86,7 @@ func TestLiveChatWebhook(t *testing.T) {
 	}
 	evs := e.outEvents(conv)
 	jsonEqual(t, "first relayed message", evs[0].Data, `{"text":"Hi, I'm Tom","agent_id":"agent-1","chat_id":"PS0X0L086G","livechat_event_id":"PZ070E0W1B_2"}`)
+	jsonEqual(t, "relayed card", evs[2].Data, `{"text":"Your order\nShipped today\n[Track it] https://shop.example/t/1\n[Thanks]","agent_id":"agent-1","chat_id":"PS0X0L086G","livechat_event_id":"PZ070E0W1B_8"}`)
 	last := evs[len(evs)-1]
 	if last.Type != handoff.TypeChatClosed {
 		t.Fatalf("last event %s, want chat.closed", last.Type)
