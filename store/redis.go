@@ -81,8 +81,9 @@ const (
 // checks that the record it points to still has that ChatID, so a stale
 // index entry (a crash between steps 1 and 3) is never believed. A missing
 // entry (a crash between 1 and 2, or a reader running between them) reads
-// as ErrNotFound; readers that miss the index retry (LiveChat webhooks are
-// redelivered through the inbound stream). When step 2 or 3 fails,
+// as ErrNotFound; the gateway's LiveChat webhook answers that as an unknown
+// chat and LiveChat does not deliver it again (see "The reverse path" in
+// ARCHITECTURE.md). When step 2 or 3 fails,
 // UpdateConversation returns the written record and an error wrapping
 // ErrUnavailable; the next update of that conversation, even one that
 // aborts, writes the index again.
