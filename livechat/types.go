@@ -30,8 +30,25 @@ type Event struct {
 	SystemMessageType string `json:"system_message_type,omitempty"`
 	// TemplateID and Elements make up a "rich_message" (cards, a carousel,
 	// quick replies); such an event has no Text of its own.
-	TemplateID string        `json:"template_id,omitempty"`
-	Elements   []RichElement `json:"elements,omitempty"`
+	TemplateID string       `json:"template_id,omitempty"`
+	Elements   RichElements `json:"elements,omitempty"`
+}
+
+// RichElements are a rich message's cards. They decode leniently: the
+// worker reads whole threads to find its own events, and one card in a shape
+// we did not expect must not make a thread unreadable; such cards decode as
+// none.
+type RichElements []RichElement
+
+// UnmarshalJSON implements json.Unmarshaler; it never fails.
+func (r *RichElements) UnmarshalJSON(b []byte) error {
+	var els []RichElement
+	if err := json.Unmarshal(b, &els); err != nil {
+		*r = nil
+		return nil
+	}
+	*r = els
+	return nil
 }
 
 // RichElement is one card of a rich message. Every part is optional.

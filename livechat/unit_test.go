@@ -1,6 +1,7 @@
 package livechat
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -145,6 +146,31 @@ func TestRichText(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := RichText(tt.elements); got != tt.want {
 				t.Errorf("RichText = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// A card in a shape we do not know must not make an event (and so a whole
+// thread the worker reads) undecodable; it decodes as no cards.
+func TestRichElementsDecodeLeniently(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		want int
+	}{
+		{"cards", `{"type":"rich_message","elements":[{"title":"A","image":{"url":"u","width":10},"buttons":[{"text":"b","user_ids":["x"]}]}]}`, 1},
+		{"unknown shape", `{"type":"rich_message","elements":[{"title":{"en":"A"},"image":"u"}]}`, 0},
+		{"not a list", `{"type":"rich_message","elements":"cards"}`, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var th Thread
+			if err := json.Unmarshal([]byte(`{"id":"T","events":[`+tt.body+`,{"id":"e2","type":"message","text":"after"}]}`), &th); err != nil {
+				t.Fatalf("thread with %s: %v", tt.name, err)
+			}
+			if len(th.Events) != 2 || len(th.Events[0].Elements) != tt.want || th.Events[1].Text != "after" {
+				t.Errorf("decoded %+v, want %d cards and the next event intact", th.Events, tt.want)
 			}
 		})
 	}
