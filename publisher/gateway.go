@@ -121,8 +121,9 @@ type GatewayConfig struct {
 	TranscriptTurns int
 
 	// LiveChatWebhookSecret is the secret_key registered with LiveChat's
-	// webhooks; /livechat/webhook is served only when it is set (or with
-	// InsecureNoAuth).
+	// webhooks; /livechat/webhook is served only when it is set, even with
+	// InsecureNoAuth: the endpoint writes conversation modes, and without a
+	// registered secret no real LiveChat would call it anyway.
 	LiveChatWebhookSecret string
 }
 
@@ -264,7 +265,7 @@ func NewGateway(cfg GatewayConfig, pub *Publisher, st store.Store, reg prometheu
 	g.handle("POST", "/v1/conversations/{id}/messages", "rest_messages", g.authAPI, g.serveRESTMessage)
 	g.handle("POST", "/v1/conversations/{id}/cancel", "rest_cancel", g.authAPI, g.serveRESTCancel)
 	g.handle("GET", "/v1/conversations/{id}", "rest_conversation", g.authAPI, g.serveRESTConversation)
-	if g.cfg.LiveChatWebhookSecret != "" || g.cfg.InsecureNoAuth {
+	if g.cfg.LiveChatWebhookSecret != "" {
 		// The secret travels in the body, so the handler checks it.
 		g.handle("POST", "/livechat/webhook", "livechat_webhook", nil, g.serveLiveChatWebhook)
 	}

@@ -98,9 +98,11 @@ func TestLiveChatWebhook(t *testing.T) {
 }
 
 func TestLiveChatWebhookNotServedWithoutSecret(t *testing.T) {
-	e := newEnv(t, nil)
-	if code, _ := e.do(request{path: "/livechat/webhook", body: webhookBody("incoming_event", "", agentEvent("a", "message", "x", "all", "hi")), auth: "-"}); code != 404 {
-		t.Errorf("without a configured secret the endpoint answered %d, want 404", code)
+	for _, insecure := range []bool{false, true} {
+		e := newEnv(t, func(c *GatewayConfig) { c.InsecureNoAuth = insecure })
+		if code, _ := e.do(request{path: "/livechat/webhook", body: webhookBody("incoming_event", "", agentEvent("a", "message", "x", "all", "hi")), auth: "-"}); code != 404 {
+			t.Errorf("insecure %v: without a configured secret the endpoint answered %d, want 404", insecure, code)
+		}
 	}
 }
 
