@@ -2,9 +2,10 @@
 // chat → conversation index, LiveChat tokens, the organization ID, the bot
 // turns the gateway has seen, idempotency records and short locks.
 //
-// Store is a small interface so that more than one backend can exist; Redis
-// (redis.go) is the production one. Every backend must pass the conformance
-// suite in storetest.
+// Store is a small interface so that more than one backend can exist: Redis
+// (redis.go, the default) and NATS JetStream key-value buckets (package
+// store/natskv, for deployments that run NATS and would rather not run
+// Redis). Every backend must pass the conformance suite in storetest.
 package store
 
 import (
