@@ -4,7 +4,8 @@
 // in LiveChat.
 //
 // The packages below it each wrap one outside dependency: publisher (the bot
-// side and NATS JetStream publishing), stream (JetStream subjects, streams and
+// side and NATS JetStream publishing), gateway (the HTTP ingress for
+// Dialogflow, Google Chat, REST and LiveChat webhooks), stream (JetStream subjects, streams and
 // the consumer), worker (the consumers that call LiveChat), livechat (the
 // LiveChat API and its simulator) and store (Redis). They speak to each other
 // only in the types defined here.

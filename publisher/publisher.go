@@ -1,7 +1,7 @@
 // Package publisher is what the bot side uses to hand a conversation to a
 // person: a small library that validates handoff events and publishes them to
-// NATS JetStream, and (in gateway.go and friends) the HTTP ingress that turns
-// Dialogflow, Google Chat and REST calls into those events.
+// NATS JetStream. It holds no HTTP server and no token code, so a bot that
+// imports it pulls in only NATS; the HTTP ingress lives in package gateway.
 package publisher
 
 import (
@@ -34,6 +34,10 @@ func WithSource(source string) Option { return func(p *Publisher) { p.source = s
 // WithTimeout bounds each publish when the caller's context has no
 // deadline (default 5 s).
 func WithTimeout(d time.Duration) Option { return func(p *Publisher) { p.timeout = d } }
+
+// WithClock sets the clock that stamps events built by the typed methods
+// (default time.Now); tests use it to get stable event times.
+func WithClock(now func() time.Time) Option { return func(p *Publisher) { p.now = now } }
 
 // New returns a Publisher on js.
 func New(js jetstream.JetStream, opts ...Option) *Publisher {

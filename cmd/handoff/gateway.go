@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/handoff-dev/handoff/gateway"
 	"github.com/handoff-dev/handoff/publisher"
 	"github.com/handoff-dev/handoff/store"
 	"github.com/handoff-dev/handoff/stream"
@@ -20,7 +21,7 @@ import (
 )
 
 // gatewayOptions are the gateway's flags before conversion into a
-// publisher.GatewayConfig.
+// gateway.Config.
 type gatewayOptions struct {
 	nats     natsFlags
 	log      logging
@@ -29,7 +30,7 @@ type gatewayOptions struct {
 	prefix   string
 	source   string
 	shutdown time.Duration
-	cfg      publisher.GatewayConfig
+	cfg      gateway.Config
 
 	// Lists and per-language maps arrive as strings.
 	esHandoffIntents, esCancelIntents, cxHandoffTags, cxCancelTags string
@@ -41,7 +42,7 @@ type gatewayOptions struct {
 
 // gatewayFlags declares every gateway flag; the docs test walks them.
 func gatewayFlags(o *gatewayOptions) *flags {
-	d := publisher.DefaultGatewayConfig()
+	d := gateway.DefaultConfig()
 	o.cfg = d
 	f := newFlags("gateway", "[flags]", "Serve the bot ingress: Dialogflow ES (/dialogflow/es) and CX (/dialogflow/cx)\nwebhooks, the Google Chat app endpoint (/google-chat) and the REST API\n(/v1/conversations/{id}/...), plus /healthz, /readyz and /metrics.\nAt least one credential is required unless --insecure-no-auth. Prefer the\nenvironment variables for secrets: flags show up in the process list.\nLists are comma-separated; per-language settings take a JSON object keyed by\nlanguage code (\"\" is the fallback), e.g. '{\"\":\"Hi\",\"pt\":\"Olá\"}'.")
 	o.nats.register(f, false)
@@ -100,7 +101,7 @@ func mustJSON(v any) string {
 }
 
 // config turns the flag values into a GatewayConfig.
-func (o *gatewayOptions) config() (publisher.GatewayConfig, error) {
+func (o *gatewayOptions) config() (gateway.Config, error) {
 	c := o.cfg
 	var errs []error
 	c.ESHandoffIntents = splitList(o.esHandoffIntents)
@@ -220,7 +221,7 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	pub := publisher.New(js, publisher.WithSource(o.source), publisher.WithTimeout(cfg.RequestTimeout))
-	gw, err := publisher.NewGateway(cfg, pub, st, reg, log)
+	gw, err := gateway.New(cfg, pub, st, reg, log)
 	if err != nil {
 		return usageError{fmt.Errorf("gateway: %w", err)}
 	}

@@ -1,4 +1,4 @@
-package publisher
+package gateway
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/handoff-dev/handoff"
 	"github.com/handoff-dev/handoff/livechat"
+	"github.com/handoff-dev/handoff/publisher"
 	"github.com/handoff-dev/handoff/store"
 )
 
@@ -156,14 +157,14 @@ func (g *Gateway) relayChatClosed(ctx context.Context, d livechat.WebhookDeliver
 	return webhookResult{Relayed: id, Type: string(handoff.TypeChatClosed), Conversation: rec.ID}, nil
 }
 
-func (g *Gateway) publishReverse(ctx context.Context, t handoff.EventType, conversation string, data any, id string) (Receipt, error) {
+func (g *Gateway) publishReverse(ctx context.Context, t handoff.EventType, conversation string, data any, id string) (publisher.Receipt, error) {
 	ev, err := handoff.NewEvent(t, conversation, data)
 	if err != nil {
-		return Receipt{}, err
+		return publisher.Receipt{}, err
 	}
 	ev.ID = id
 	ev.Source = "livechat"
-	return g.timed(ctx, func(ctx context.Context) (Receipt, error) { return g.pub.Publish(ctx, ev) })
+	return g.timed(ctx, func(ctx context.Context) (publisher.Receipt, error) { return g.pub.Publish(ctx, ev) })
 }
 
 // moveMode sets the conversation's mode to `to` if it still has this chat

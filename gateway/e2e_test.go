@@ -1,4 +1,4 @@
-package publisher
+package gateway
 
 import (
 	"bytes"
@@ -61,7 +61,7 @@ func TestEndToEndCX(t *testing.T) {
 // timeout, so Dialogflow sees a failure) and recovers once NATS is back;
 // the retried turn is stored once.
 func TestNATSOutage(t *testing.T) {
-	e := newEnv(t, func(c *GatewayConfig) { c.RequestTimeout = 2 * time.Second })
+	e := newEnv(t, func(c *Config) { c.RequestTimeout = 2 * time.Second })
 	if code, body := e.do(request{method: "GET", path: "/readyz"}); code != 200 {
 		t.Fatalf("readyz before the outage: %d %s", code, body)
 	}

@@ -1,4 +1,4 @@
-package publisher
+package gateway
 
 import (
 	"context"
@@ -30,7 +30,7 @@ const richEvent = `{"chat_id":"PS0X0L086G","thread_id":"PZ070E0W1B","event":{"id
 	`{"text":"Thanks","type":"message","value":"thanks","postback_id":"p1"}]}],"author_id":"agent-1","created_at":"2019-10-11T09:41:00.877000Z","visibility":"all"}}`
 
 func TestLiveChatWebhook(t *testing.T) {
-	e := newEnv(t, func(c *GatewayConfig) { c.LiveChatWebhookSecret = testWebhookSecret })
+	e := newEnv(t, func(c *Config) { c.LiveChatWebhookSecret = testWebhookSecret })
 	conv := "projects/acme/agent/sessions/web 1"
 	_, err := e.st.UpdateConversation(context.Background(), conv, func(c *handoff.Conversation) error {
 		c.Mode, c.ChatID, c.CustomerID = handoff.ModeQueued, "PS0X0L086G", "cust-1"
@@ -99,7 +99,7 @@ func TestLiveChatWebhook(t *testing.T) {
 
 func TestLiveChatWebhookNotServedWithoutSecret(t *testing.T) {
 	for _, insecure := range []bool{false, true} {
-		e := newEnv(t, func(c *GatewayConfig) { c.InsecureNoAuth = insecure })
+		e := newEnv(t, func(c *Config) { c.InsecureNoAuth = insecure })
 		if code, _ := e.do(request{path: "/livechat/webhook", body: webhookBody("incoming_event", "", agentEvent("a", "message", "x", "all", "hi")), auth: "-"}); code != 404 {
 			t.Errorf("insecure %v: without a configured secret the endpoint answered %d, want 404", insecure, code)
 		}
@@ -110,7 +110,7 @@ func TestLiveChatWebhookNotServedWithoutSecret(t *testing.T) {
 // simulator, which then delivers an agent's reply and the chat's close as
 // LiveChat would.
 func TestLiveChatWebhookFromTheSimulator(t *testing.T) {
-	e := newEnv(t, func(c *GatewayConfig) { c.LiveChatWebhookSecret = testWebhookSecret })
+	e := newEnv(t, func(c *Config) { c.LiveChatWebhookSecret = testWebhookSecret })
 	sim := livechatsim.New(livechatsim.Options{})
 	t.Cleanup(sim.Close)
 	ts := httptest.NewServer(sim)
@@ -186,7 +186,7 @@ func TestLiveChatWebhookFromTheSimulator(t *testing.T) {
 // must not count as an answer. The redelivery after the outage is stored
 // once and then moves the conversation to agent.
 func TestLiveChatWebhookNATSOutage(t *testing.T) {
-	e := newEnv(t, func(c *GatewayConfig) {
+	e := newEnv(t, func(c *Config) {
 		c.LiveChatWebhookSecret = testWebhookSecret
 		c.RequestTimeout = 2 * time.Second
 	})

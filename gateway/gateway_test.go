@@ -1,4 +1,4 @@
-package publisher
+package gateway
 
 import (
 	"encoding/json"
@@ -22,7 +22,7 @@ const (
 // response and the exact events it leaves on the conversation's subject.
 type gwCase struct {
 	name   string
-	cfg    func(*GatewayConfig)
+	cfg    func(*Config)
 	setup  func(*env)
 	before []request
 	req    request
@@ -102,7 +102,7 @@ func TestDialogflowES(t *testing.T) {
 		},
 		{
 			name: "configured intent, group from config",
-			cfg: func(c *GatewayConfig) {
+			cfg: func(c *Config) {
 				c.ESHandoffIntents = []string{"Matched Intent Name"}
 				g := 7
 				c.Group, c.Groups = &g, map[string]int{"pt": 3}
@@ -164,7 +164,7 @@ func TestDialogflowES(t *testing.T) {
 		},
 		{
 			name:   "pending: 'cancel my subscription' goes to the agent, and a handoff phrase is just a message",
-			cfg:    func(c *GatewayConfig) { c.AckReply = map[string]string{"pt": "Recebido"} },
+			cfg:    func(c *Config) { c.AckReply = map[string]string{"pt": "Recebido"} },
 			setup:  func(e *env) { e.setMode(esSession, handoff.ModePending) },
 			before: []request{{path: "/dialogflow/es", body: esTurnBody("r-7", "cancel my subscription", "pt-BR")}},
 			req:    request{path: "/dialogflow/es", body: esTurnBody("r-8", "agent", "pt-BR")},
@@ -179,7 +179,7 @@ func TestDialogflowES(t *testing.T) {
 		},
 		{
 			name: "cancel phrase while queued, accents and case ignored",
-			cfg: func(c *GatewayConfig) {
+			cfg: func(c *Config) {
 				c.CancelPhrases = map[string][]string{"": {"cancel"}, "pt": {"voltar ao robô"}}
 			},
 			setup:  func(e *env) { e.setMode(esSession, handoff.ModeQueued) },
@@ -193,7 +193,7 @@ func TestDialogflowES(t *testing.T) {
 		},
 		{
 			name:   "cancel intent",
-			cfg:    func(c *GatewayConfig) { c.ESCancelIntents = []string{"back-to-bot"} },
+			cfg:    func(c *Config) { c.ESCancelIntents = []string{"back-to-bot"} },
 			setup:  func(e *env) { e.setMode(esSession, handoff.ModeAgent) },
 			req:    request{path: "/dialogflow/es", body: strings.Replace(esTurnBody("r-10", "I am done here", "en"), "catch-all", "back-to-bot", 1)},
 			status: 200,
@@ -242,7 +242,7 @@ func TestDialogflowCX(t *testing.T) {
 		},
 		{
 			name: "handoff tag, per-language reply and group, @sys.person name",
-			cfg: func(c *GatewayConfig) {
+			cfg: func(c *Config) {
 				c.HandoffReply = map[string]string{"": "Connecting", "PT": "Um atendente vai falar com você."}
 				c.Groups = map[string]int{"pt": 3}
 			},
@@ -390,7 +390,7 @@ func TestGoogleChat(t *testing.T) {
 		},
 		{
 			name:   "add-on button click on a configured function",
-			cfg:    func(c *GatewayConfig) { c.ChatHandoffActions = []string{"handoff", "talkToAgent"} },
+			cfg:    func(c *Config) { c.ChatHandoffActions = []string{"handoff", "talkToAgent"} },
 			req:    request{path: "/google-chat", body: readTestdata(t, "chat-addon/generated_addon_button_clicked_event.json")},
 			status: 200,
 			body:   `{"hostAppDataAction":{"chatDataAction":{"createMessageAction":{"message":{"text":"` + handoffReply + `"}}}}}`,

@@ -1,4 +1,4 @@
-package publisher
+package gateway
 
 import (
 	"bytes"
@@ -21,6 +21,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/handoff-dev/handoff"
 	"github.com/handoff-dev/handoff/internal/testenv"
+	"github.com/handoff-dev/handoff/publisher"
 	"github.com/handoff-dev/handoff/store"
 	"github.com/handoff-dev/handoff/stream"
 	"github.com/nats-io/nats.go/jetstream"
@@ -127,14 +128,14 @@ type env struct {
 	js   jetstream.JetStream
 	st   store.Store
 	gw   *Gateway
-	pub  *Publisher
+	pub  *publisher.Publisher
 	reg  *prometheus.Registry
 	srv  *httptest.Server
 }
 
-func testConfig(t testing.TB) GatewayConfig {
+func testConfig(t testing.TB) Config {
 	k := testKeys(t)
-	cfg := DefaultGatewayConfig()
+	cfg := DefaultConfig()
 	cfg.DialogflowUsername, cfg.DialogflowPassword = testUser, testPassword
 	cfg.ChatAudience = testAudience
 	cfg.ChatJWKSURL = k.srv.URL + "/chat"
@@ -145,7 +146,7 @@ func testConfig(t testing.TB) GatewayConfig {
 	return cfg
 }
 
-func newEnv(t *testing.T, mutate func(*GatewayConfig)) *env {
+func newEnv(t *testing.T, mutate func(*Config)) *env {
 	t.Helper()
 	n := testenv.StartNATS(t)
 	_, js := n.Connect()
@@ -158,10 +159,9 @@ func newEnv(t *testing.T, mutate func(*GatewayConfig)) *env {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	pub := New(js, WithSource("handoff-gateway"))
-	pub.now = func() time.Time { return fixedNow }
+	pub := publisher.New(js, publisher.WithSource("handoff-gateway"), publisher.WithClock(func() time.Time { return fixedNow }))
 	reg := prometheus.NewRegistry()
-	gw, err := NewGateway(cfg, pub, st, reg, nil)
+	gw, err := New(cfg, pub, st, reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

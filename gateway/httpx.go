@@ -1,4 +1,4 @@
-package publisher
+package gateway
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/publisher"
 	"github.com/handoff-dev/handoff/store"
 )
 
@@ -70,7 +71,7 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body is larger than %d bytes", mbe.Limit))
 	case errors.Is(err, handoff.ErrInvalid):
 		writeError(w, http.StatusBadRequest, "invalid_event", err.Error())
-	case errors.Is(err, ErrUnavailable), errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrConflict),
+	case errors.Is(err, publisher.ErrUnavailable), errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrConflict),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		// All retryable: a retry carries the same event ID, so it cannot
 		// store the event twice.

@@ -1,4 +1,4 @@
-package publisher
+package gateway
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/publisher"
 )
 
 // The REST API addresses a conversation by its ID as one path segment,
@@ -113,8 +114,8 @@ func (g *Gateway) serveRESTMessage(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	rcpt, err := g.timed(r.Context(), func(ctx context.Context) (Receipt, error) {
-		return g.pub.SendUserMessage(ctx, id, msg, WithID(evID))
+	rcpt, err := g.timed(r.Context(), func(ctx context.Context) (publisher.Receipt, error) {
+		return g.pub.SendUserMessage(ctx, id, msg, publisher.WithID(evID))
 	})
 	if err != nil {
 		g.fail(w, r, err)
@@ -139,8 +140,8 @@ func (g *Gateway) serveRESTCancel(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	rcpt, err := g.timed(r.Context(), func(ctx context.Context) (Receipt, error) {
-		return g.pub.CancelHandoff(ctx, id, c, WithID(evID))
+	rcpt, err := g.timed(r.Context(), func(ctx context.Context) (publisher.Receipt, error) {
+		return g.pub.CancelHandoff(ctx, id, c, publisher.WithID(evID))
 	})
 	if err != nil {
 		g.fail(w, r, err)
@@ -188,7 +189,7 @@ func (g *Gateway) serveRESTConversation(w http.ResponseWriter, r *http.Request) 
 }
 
 // openAPI is the REST API's OpenAPI 3 document, checked in as
-// publisher/openapi.json and served at /v1/openapi.json.
+// gateway/openapi.json and served at /v1/openapi.json.
 //
 //go:embed openapi.json
 var openAPI []byte

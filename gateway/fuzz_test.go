@@ -1,4 +1,4 @@
-package publisher
+package gateway
 
 import (
 	"encoding/json"
@@ -13,7 +13,7 @@ import (
 // targets exercise decoding, rule evaluation and reply building, which
 // need neither.
 func fuzzGateway() *Gateway {
-	cfg := DefaultGatewayConfig()
+	cfg := DefaultConfig()
 	cfg.ESHandoffIntents = []string{"live-agent"}
 	cfg.ESCancelIntents = []string{"back-to-bot"}
 	return &Gateway{cfg: cfg, handoff: newPhraseSet(cfg.HandoffPhrases, true), cancel: newPhraseSet(cfg.CancelPhrases, false)}

@@ -1,4 +1,10 @@
-package publisher
+// Package gateway is the HTTP ingress of handoff: it turns Dialogflow ES and
+// CX webhook calls, Google Chat app events, REST calls and LiveChat webhooks
+// into handoff events and publishes them with package publisher. It holds the
+// authentication (Dialogflow secrets, Google-signed JWTs, API keys, LiveChat
+// webhook secrets) and the HTTP plumbing, so that publisher stays a small
+// library a bot can import without an HTTP server.
+package gateway
 
 import (
 	"context"
@@ -10,11 +16,12 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/publisher"
 	"github.com/handoff-dev/handoff/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Defaults of GatewayConfig; DefaultGatewayConfig returns them filled in.
+// Defaults of Config; DefaultConfig returns them filled in.
 const (
 	DefaultMaxBodyBytes      = 1 << 20
 	DefaultRequestTimeout    = 4 * time.Second
@@ -28,14 +35,14 @@ const (
 	DefaultDialogflowHeader  = "X-Handoff-Secret"
 )
 
-// GatewayConfig configures the HTTP ingress. Start from
-// DefaultGatewayConfig and set the credentials; NewGateway refuses a
+// Config configures the HTTP ingress. Start from
+// DefaultConfig and set the credentials; New refuses a
 // configuration without credentials unless InsecureNoAuth is set.
 //
 // Per-language maps are keyed by Dialogflow language code ("en", "pt-br",
 // case-insensitive); a lookup tries the exact code, then the base language,
 // then the "" key.
-type GatewayConfig struct {
+type Config struct {
 	// MaxBodyBytes bounds a request body; larger bodies get 413.
 	MaxBodyBytes int64
 	// RequestTimeout bounds the work of one request, publishing included.
@@ -127,10 +134,10 @@ type GatewayConfig struct {
 	LiveChatWebhookSecret string
 }
 
-// DefaultGatewayConfig returns the defaults documented in
+// DefaultConfig returns the defaults documented in
 // docs/dialogflow.md and docs/google-chat.md, without credentials.
-func DefaultGatewayConfig() GatewayConfig {
-	return GatewayConfig{
+func DefaultConfig() Config {
+	return Config{
 		MaxBodyBytes:       DefaultMaxBodyBytes,
 		RequestTimeout:     DefaultRequestTimeout,
 		DialogflowHeader:   DefaultDialogflowHeader,
@@ -174,8 +181,8 @@ var triggers = []string{TriggerIntent, TriggerTag, TriggerLiveAgentHandoff, Trig
 // Gateway is the HTTP ingress: Dialogflow ES and CX webhooks, the Google
 // Chat app endpoint and the REST API. It is an http.Handler.
 type Gateway struct {
-	cfg     GatewayConfig
-	pub     *Publisher
+	cfg     Config
+	pub     *publisher.Publisher
 	st      store.Store
 	log     *slog.Logger
 	mux     *http.ServeMux
@@ -199,10 +206,10 @@ type metrics struct {
 	publish  prometheus.Histogram
 }
 
-// NewGateway checks cfg and builds the gateway. Metrics are registered on
+// New checks cfg and builds the gateway. Metrics are registered on
 // reg (nil: not registered). Starting without any credential fails unless
 // cfg.InsecureNoAuth is set, so a forgotten secret never opens the doors.
-func NewGateway(cfg GatewayConfig, pub *Publisher, st store.Store, reg prometheus.Registerer, log *slog.Logger) (*Gateway, error) {
+func New(cfg Config, pub *publisher.Publisher, st store.Store, reg prometheus.Registerer, log *slog.Logger) (*Gateway, error) {
 	if pub == nil || st == nil {
 		return nil, errors.New("gateway: publisher and store are required")
 	}
@@ -282,7 +289,7 @@ func NewGateway(cfg GatewayConfig, pub *Publisher, st store.Store, reg prometheu
 
 // Validate reports every problem of the configuration at once, including
 // the absence of any credential without InsecureNoAuth.
-func (c *GatewayConfig) Validate() error {
+func (c *Config) Validate() error {
 	var errs []error
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, errors.New("max body bytes must be positive"))

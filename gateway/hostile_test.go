@@ -1,4 +1,4 @@
-package publisher
+package gateway
 
 import (
 	"bytes"
@@ -35,7 +35,7 @@ func basic(user, pass string) string {
 }
 
 func TestAuthentication(t *testing.T) {
-	e := newEnv(t, func(c *GatewayConfig) {
+	e := newEnv(t, func(c *Config) {
 		c.DialogflowHeader, c.DialogflowHeaderValue = "X-Webhook-Secret", "header-secret"
 	})
 	k := testKeys(t)
@@ -122,7 +122,7 @@ func TestAuthentication(t *testing.T) {
 // listed service accounts, and keys are refetched when Google rotates them.
 func TestChatIDTokenAndKeyRotation(t *testing.T) {
 	const aud = "https://handoff.example.com/google-chat"
-	e := newEnv(t, func(c *GatewayConfig) { c.ChatAudience = aud })
+	e := newEnv(t, func(c *Config) { c.ChatAudience = aud })
 	k := testKeys(t)
 	now := time.Now()
 	idToken := func(email string) string {
@@ -160,7 +160,7 @@ func TestChatIDTokenAndKeyRotation(t *testing.T) {
 }
 
 func TestHostileRequests(t *testing.T) {
-	e := newEnv(t, func(c *GatewayConfig) { c.MaxBodyBytes = 4096 })
+	e := newEnv(t, func(c *Config) { c.MaxBodyBytes = 4096 })
 	big := `{"session":"s","pad":"` + strings.Repeat("x", 5000) + `"}`
 	cases := []struct {
 		name   string
@@ -280,12 +280,12 @@ func TestRESTHostileConversationIDs(t *testing.T) {
 
 func TestNoCredentialsRefusesToStart(t *testing.T) {
 	n := newEnv(t, nil)
-	cfg := DefaultGatewayConfig()
-	if _, err := NewGateway(cfg, n.pub, n.st, nil, nil); err == nil || !strings.Contains(err.Error(), "no credentials configured") {
+	cfg := DefaultConfig()
+	if _, err := New(cfg, n.pub, n.st, nil, nil); err == nil || !strings.Contains(err.Error(), "no credentials configured") {
 		t.Fatalf("err %v, want no credentials configured", err)
 	}
 	cfg.InsecureNoAuth = true
-	gw, err := NewGateway(cfg, n.pub, n.st, nil, nil)
+	gw, err := New(cfg, n.pub, n.st, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

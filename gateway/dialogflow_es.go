@@ -1,4 +1,4 @@
-package publisher
+package gateway
 
 import (
 	"net/http"

@@ -1,4 +1,4 @@
-package publisher
+package gateway
 
 import (
 	"context"
@@ -116,7 +116,7 @@ type chatVerifier struct {
 	googleKeys  *jwks
 }
 
-func newChatVerifier(cfg GatewayConfig) *chatVerifier {
+func newChatVerifier(cfg Config) *chatVerifier {
 	return &chatVerifier{
 		audience:    cfg.ChatAudience,
 		urlAudience: strings.HasPrefix(cfg.ChatAudience, "https://") || strings.HasPrefix(cfg.ChatAudience, "http://"),

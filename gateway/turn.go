@@ -1,4 +1,4 @@
-package publisher
+package gateway
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/publisher"
 	"github.com/handoff-dev/handoff/store"
 )
 
@@ -52,7 +53,7 @@ const (
 
 type outcome struct {
 	kind    outcomeKind
-	receipt Receipt
+	receipt publisher.Receipt
 	eventID string
 }
 
@@ -106,8 +107,8 @@ func (g *Gateway) process(ctx context.Context, t turn) (outcome, error) {
 	id := t.eventID()
 	switch {
 	case t.cancel:
-		rcpt, err := g.timed(ctx, func(ctx context.Context) (Receipt, error) {
-			return g.pub.CancelHandoff(ctx, t.conversation, handoff.HandoffCancelled{Reason: t.cancelReason}, WithID(id))
+		rcpt, err := g.timed(ctx, func(ctx context.Context) (publisher.Receipt, error) {
+			return g.pub.CancelHandoff(ctx, t.conversation, handoff.HandoffCancelled{Reason: t.cancelReason}, publisher.WithID(id))
 		})
 		if err != nil {
 			return outcome{}, err
@@ -122,8 +123,8 @@ func (g *Gateway) process(ctx context.Context, t turn) (outcome, error) {
 			// An event or button with nothing to say: nothing to forward.
 			return outcome{kind: outcomeForwarded}, nil
 		}
-		rcpt, err := g.timed(ctx, func(ctx context.Context) (Receipt, error) {
-			return g.pub.SendUserMessage(ctx, t.conversation, handoff.UserMessage{Text: clip(t.text, handoff.MaxMessageBytes)}, WithID(id))
+		rcpt, err := g.timed(ctx, func(ctx context.Context) (publisher.Receipt, error) {
+			return g.pub.SendUserMessage(ctx, t.conversation, handoff.UserMessage{Text: clip(t.text, handoff.MaxMessageBytes)}, publisher.WithID(id))
 		})
 		if err != nil {
 			return outcome{}, err
@@ -166,12 +167,12 @@ func (g *Gateway) process(ctx context.Context, t turn) (outcome, error) {
 // conversation pending, so the very next turn is already forwarded. The
 // order matters: marking first would swallow the user's turns into a
 // handoff that was never requested if the publish failed.
-func (g *Gateway) requestHandoff(ctx context.Context, conversation string, req handoff.HandoffRequested, trigger, id string) (Receipt, error) {
-	rcpt, err := g.timed(ctx, func(ctx context.Context) (Receipt, error) {
-		return g.pub.RequestHandoff(ctx, conversation, req, WithID(id))
+func (g *Gateway) requestHandoff(ctx context.Context, conversation string, req handoff.HandoffRequested, trigger, id string) (publisher.Receipt, error) {
+	rcpt, err := g.timed(ctx, func(ctx context.Context) (publisher.Receipt, error) {
+		return g.pub.RequestHandoff(ctx, conversation, req, publisher.WithID(id))
 	})
 	if err != nil {
-		return Receipt{}, err
+		return publisher.Receipt{}, err
 	}
 	if !rcpt.Duplicate {
 		g.m.handoffs.WithLabelValues(trigger).Inc()
@@ -180,7 +181,7 @@ func (g *Gateway) requestHandoff(ctx context.Context, conversation string, req h
 	if err := g.setMode(ctx, conversation, handoff.ModePending, &replyTo); err != nil {
 		// The event is stored; a retry with the same ID is dropped as a
 		// duplicate and marks the conversation again.
-		return Receipt{}, err
+		return publisher.Receipt{}, err
 	}
 	return rcpt, nil
 }
@@ -212,7 +213,7 @@ func (g *Gateway) setMode(ctx context.Context, id string, mode handoff.Mode, rep
 }
 
 // timed publishes and records how long JetStream took to acknowledge.
-func (g *Gateway) timed(ctx context.Context, publish func(context.Context) (Receipt, error)) (Receipt, error) {
+func (g *Gateway) timed(ctx context.Context, publish func(context.Context) (publisher.Receipt, error)) (publisher.Receipt, error) {
 	start := time.Now()
 	rcpt, err := publish(ctx)
 	g.m.publish.Observe(time.Since(start).Seconds())
