@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -240,6 +243,9 @@ func TestKubernetesEnvIsKnownToTheCLI(t *testing.T) {
 	// example Secret's keys through secretKeyRef: each must be read by one.
 	for _, kind := range []string{"ConfigMap", "Secret"} {
 		for _, obj := range docs[kind] {
+			if name(obj) == "handoff-nats" {
+				continue // file names, mounted: TestNATSCredentialsComeFromASecret
+			}
 			data := asMap(obj["data"])
 			if data == nil {
 				data = asMap(obj["stringData"])
@@ -502,5 +508,268 @@ func TestPrometheusRules(t *testing.T) {
 		if err != nil {
 			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
+	}
+}
+
+// Every port compose publishes is on the host's loopback: NATS and the
+// simulator accept anyone who reaches them, and Grafana has a default
+// password.
+func TestComposePublishesOnLoopbackOnly(t *testing.T) {
+	doc := decodeAll(t, filepath.Join(root, "docker-compose.yml"))[0]
+	published := 0
+	for name, svc := range asMap(doc["services"]) {
+		for _, p := range asList(asMap(svc)["ports"]) {
+			published++
+			if s := asString(p); !strings.HasPrefix(s, "127.0.0.1:") {
+				t.Errorf("compose service %s publishes %q: bind it to 127.0.0.1", name, s)
+			}
+		}
+	}
+	if published < 5 {
+		t.Errorf("found %d published ports: is the compose file still read right?", published)
+	}
+}
+
+// Compose writes down no credential that opens the gateway or Redis: each
+// comes from .env and compose refuses to start without it (${VAR:?...}), so
+// no installation shares a key with every other one.
+func TestComposeHasNoFixedSecrets(t *testing.T) {
+	doc := decodeAll(t, filepath.Join(root, "docker-compose.yml"))[0]
+	required := regexp.MustCompile(`^\$\{[A-Z0-9_]+:\?[^}]+\}$`)
+	secret := map[string]bool{
+		"HANDOFF_GATEWAY_API_KEYS": true, "HANDOFF_GATEWAY_LIVECHAT_WEBHOOK_SECRET": true,
+		"HANDOFF_GATEWAY_DIALOGFLOW_PASSWORD": true, "HANDOFF_GATEWAY_DIALOGFLOW_HEADER_VALUE": true,
+		"REDISCLI_AUTH": true,
+	}
+	services := asMap(doc["services"])
+	checked, redisClients := 0, 0
+	for name, svc := range services {
+		for k, v := range asMap(asMap(svc)["environment"]) {
+			val := asString(v)
+			switch {
+			case secret[k]:
+				checked++
+				if !required.MatchString(val) {
+					t.Errorf("compose service %s: %s=%q; want ${VAR:?message}, a value .env must give", name, k, val)
+				}
+			case k == "REDIS_URL":
+				redisClients++
+				if !strings.Contains(val, ":${REDIS_PASSWORD:?") {
+					t.Errorf("compose service %s: REDIS_URL %q does not carry the required REDIS_PASSWORD", name, val)
+				}
+			}
+		}
+	}
+	if checked < 4 || redisClients < 2 {
+		t.Errorf("checked %d secrets and %d Redis clients: is the compose file still read right?", checked, redisClients)
+	}
+	redis := asMap(services["redis"])
+	if cmd := fmt.Sprint(redis["command"]); !strings.Contains(cmd, "requirepass") || strings.Contains(cmd, "${REDIS_PASSWORD") {
+		t.Errorf("redis command %s: want requirepass from the environment, not on the command line", cmd)
+	}
+}
+
+// The Deployments and Job that talk to NATS get its credential files from a
+// Secret mounted read-only, and the ConfigMap only points at files there.
+func TestNATSCredentialsComeFromASecret(t *testing.T) {
+	const dir = "/etc/handoff/nats/"
+	docs := kubeDocs(t)
+	var natsSecret map[string]any
+	for _, s := range docs["Secret"] {
+		if name(s) == "handoff-nats" {
+			natsSecret = asMap(s["stringData"])
+		}
+	}
+	if len(natsSecret) == 0 {
+		t.Fatal("secret.example.yaml has no handoff-nats Secret with stringData")
+	}
+	cm := asMap(docs["ConfigMap"][0]["data"])
+	if u := asString(cm["NATS_URL"]); strings.Contains(u, "@") {
+		t.Errorf("NATS_URL %q carries credentials in a ConfigMap", u)
+	}
+	for _, k := range []string{"NATS_CREDS", "NATS_NKEY", "NATS_CERT", "NATS_KEY", "NATS_CA"} {
+		v, ok := cm[k]
+		if !ok {
+			t.Errorf("ConfigMap lacks %s (empty is fine: the operator fills it in)", k)
+			continue
+		}
+		if p := asString(v); p != "" {
+			if !strings.HasPrefix(p, dir) || natsSecret[strings.TrimPrefix(p, dir)] == nil {
+				t.Errorf("ConfigMap %s=%q is not a key of handoff-nats mounted at %s", k, p, dir)
+			}
+		}
+	}
+	pods := 0
+	for _, kind := range []string{"Deployment", "Job"} {
+		for _, obj := range docs[kind] {
+			spec := podSpec(obj)
+			vols := map[string]string{}
+			for _, v := range asList(spec["volumes"]) {
+				v := asMap(v)
+				if s := asMap(v["secret"]); s != nil {
+					vols[asString(v["name"])] = asString(s["secretName"])
+				}
+			}
+			for _, c := range asList(spec["containers"]) {
+				c := asMap(c)
+				if !knownTo(t, asString(asList(c["args"])[0]))["NATS_URL"] {
+					continue
+				}
+				pods++
+				mounted := false
+				for _, m := range asList(c["volumeMounts"]) {
+					m := asMap(m)
+					if asString(m["mountPath"])+"/" == dir && vols[asString(m["name"])] == "handoff-nats" && m["readOnly"] == true {
+						mounted = true
+					}
+				}
+				if !mounted {
+					t.Errorf("%s %s talks to NATS but does not mount Secret handoff-nats read-only at %s", kind, name(obj), dir)
+				}
+			}
+		}
+	}
+	if pods < 3 {
+		t.Errorf("found %d pods that talk to NATS, want gateway, worker and setup", pods)
+	}
+}
+
+// selects reports whether a matchLabels selector selects labels.
+func selects(selector, labels map[string]any) bool {
+	for k, v := range asMap(selector["matchLabels"]) {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// namespacePort splits a URL's host into its Kubernetes namespace (the second
+// label of svc.cluster.local names) and port.
+func namespacePort(t *testing.T, raw string) (string, int) {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels := strings.Split(u.Hostname(), ".")
+	if len(labels) < 3 || labels[2] != "svc" {
+		t.Fatalf("%s: not a Service name (name.namespace.svc...)", raw)
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil {
+		t.Fatalf("%s: no port", raw)
+	}
+	return labels[1], port
+}
+
+// The NetworkPolicies cover every pod, let in only the ingress controller
+// (gateway) and Prometheus (metrics), and let out NATS and Redis where
+// NATS_URL and REDIS_URL say they are.
+func TestNetworkPolicies(t *testing.T) {
+	docs := kubeDocs(t)
+	cm := asMap(docs["ConfigMap"][0]["data"])
+	var redisURL string
+	for _, s := range docs["Secret"] {
+		if name(s) == "handoff-secrets" {
+			redisURL = asString(asMap(s["stringData"])["REDIS_URL"])
+		}
+	}
+	natsNS, natsPort := namespacePort(t, asString(cm["NATS_URL"]))
+	redisNS, redisPort := namespacePort(t, redisURL)
+
+	type peer struct {
+		namespace string
+		port      any
+	}
+	var policies []map[string]any
+	for _, p := range docs["NetworkPolicy"] {
+		if asString(asMap(p["metadata"])["namespace"]) == "" { // ours, not the datastores' example
+			policies = append(policies, p)
+		}
+	}
+	rules := func(p map[string]any, dir, side string) []peer {
+		var out []peer
+		for _, r := range asList(asMap(p["spec"])[dir]) {
+			r := asMap(r)
+			for _, from := range asList(r[side]) {
+				ns := asString(asMap(asMap(asMap(from)["namespaceSelector"])["matchLabels"])["kubernetes.io/metadata.name"])
+				if cidr := asString(asMap(asMap(from)["ipBlock"])["cidr"]); cidr != "" {
+					ns = cidr
+				}
+				for _, port := range asList(r["ports"]) {
+					out = append(out, peer{ns, asMap(port)["port"]})
+				}
+			}
+		}
+		return out
+	}
+	want := map[string]struct {
+		ingress []peer
+		nats    bool
+		redis   bool
+	}{
+		"gateway": {ingress: []peer{{"ingress-nginx", "http"}, {"monitoring", "http"}}, nats: true, redis: true},
+		"worker":  {ingress: []peer{{"monitoring", "metrics"}}, nats: true, redis: true},
+		"setup":   {nats: true},
+	}
+	for _, kind := range []string{"Deployment", "Job"} {
+		for _, obj := range docs[kind] {
+			tmpl := asMap(asMap(obj["spec"])["template"])
+			labels := asMap(asMap(tmpl["metadata"])["labels"])
+			component := asString(labels["app.kubernetes.io/component"])
+			w, ok := want[component]
+			if !ok {
+				t.Errorf("%s %s: no expectation for component %q", kind, name(obj), component)
+				continue
+			}
+			ports := map[any]bool{}
+			for _, c := range asList(podSpec(obj)["containers"]) {
+				for _, p := range asList(asMap(c)["ports"]) {
+					ports[asMap(p)["name"]] = true
+				}
+			}
+			var ingress, egress []peer
+			denied := false
+			for _, p := range policies {
+				spec := asMap(p["spec"])
+				if !selects(asMap(spec["podSelector"]), labels) {
+					continue
+				}
+				types := fmt.Sprint(spec["policyTypes"])
+				denied = denied || (strings.Contains(types, "Ingress") && strings.Contains(types, "Egress"))
+				ingress = append(ingress, rules(p, "ingress", "from")...)
+				egress = append(egress, rules(p, "egress", "to")...)
+			}
+			if !denied {
+				t.Errorf("%s %s: no NetworkPolicy restricts both its ingress and egress", kind, name(obj))
+			}
+			if fmt.Sprint(ingress) != fmt.Sprint(w.ingress) {
+				t.Errorf("%s %s: ingress allowed from %v, want %v", kind, name(obj), ingress, w.ingress)
+			}
+			for _, in := range ingress {
+				if !ports[in.port] {
+					t.Errorf("%s %s: ingress on port %v, which the container does not name", kind, name(obj), in.port)
+				}
+			}
+			has := func(p peer) bool {
+				for _, e := range egress {
+					if e == p {
+						return true
+					}
+				}
+				return false
+			}
+			if has(peer{natsNS, natsPort}) != w.nats {
+				t.Errorf("%s %s: egress to NATS (%s:%d, from NATS_URL) allowed=%v, want %v", kind, name(obj), natsNS, natsPort, !w.nats, w.nats)
+			}
+			if has(peer{redisNS, redisPort}) != w.redis {
+				t.Errorf("%s %s: egress to Redis (%s:%d, from REDIS_URL) allowed=%v, want %v", kind, name(obj), redisNS, redisPort, !w.redis, w.redis)
+			}
+			delete(want, component)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("no pod for components %v", want)
 	}
 }

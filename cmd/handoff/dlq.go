@@ -53,7 +53,7 @@ func runDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	nc, js, err := connect(n.url, "handoff-dlq", log)
+	nc, js, err := n.connect("handoff-dlq", log)
 	if err != nil {
 		return err
 	}

@@ -203,7 +203,7 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 		log.Warn("authentication is OFF (--insecure-no-auth): anyone who reaches this port can publish events")
 	}
 
-	nc, js, err := connect(o.nats.url, "handoff-gateway", log)
+	nc, js, err := o.nats.connect("handoff-gateway", log)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -21,11 +22,25 @@ import (
 // natsFlags are the connection and stream settings shared by subcommands.
 type natsFlags struct {
 	url    string
+	auth   natsAuth
 	stream stream.Config
 }
 
+// natsAuth names the files that authenticate a process to NATS. Files, not
+// values: in Kubernetes they come from a Secret mounted read-only, so no
+// credential sits in a ConfigMap, a URL or the process list. The
+// environment variables are the nats CLI's, so one Secret serves both.
+type natsAuth struct {
+	creds, nkey, cert, key, ca string
+}
+
 func (n *natsFlags) register(f *flags, withStreams bool) {
-	f.String(&n.url, "nats-url", "NATS_URL", nats.DefaultURL, "NATS server URL(s), comma-separated")
+	f.String(&n.url, "nats-url", "NATS_URL", nats.DefaultURL, "NATS server URL(s), comma-separated; put credentials in the files below, not in the URL")
+	f.String(&n.auth.creds, "nats-creds", "NATS_CREDS", "", "NATS user credentials file (JWT and nkey seed, from nsc)")
+	f.String(&n.auth.nkey, "nats-nkey", "NATS_NKEY", "", "file holding a NATS user nkey seed (SU...)")
+	f.String(&n.auth.cert, "nats-cert", "NATS_CERT", "", "client certificate (PEM file) for NATS TLS; needs --nats-key")
+	f.String(&n.auth.key, "nats-key", "NATS_KEY", "", "private key (PEM file) of --nats-cert")
+	f.String(&n.auth.ca, "nats-ca", "NATS_CA", "", "CA certificates (PEM file) that sign the NATS server's certificate; turns TLS on")
 	n.stream = stream.DefaultConfig()
 	if !withStreams {
 		return
@@ -40,13 +55,70 @@ func (n *natsFlags) register(f *flags, withStreams bool) {
 	f.Int(&n.stream.MaxAckPending, "max-ack-pending", "HANDOFF_MAX_ACK_PENDING", d.MaxAckPending, "events in flight across all workers")
 }
 
+// options turns the credential files into connection options. A file that
+// is named but unreadable is an error here, before connecting: falling back
+// to an anonymous connection would hide a broken Secret mount.
+func (a natsAuth) options() ([]nats.Option, error) {
+	var opts []nats.Option
+	readable := func(flag, path string) error {
+		if _, err := os.Stat(path); err != nil {
+			return usageError{fmt.Errorf("%s: %w", flag, err)}
+		}
+		return nil
+	}
+	if a.creds != "" && a.nkey != "" {
+		return nil, usageError{errors.New("--nats-creds and --nats-nkey: give one (a creds file already holds the nkey seed)")}
+	}
+	if a.creds != "" {
+		if err := readable("--nats-creds", a.creds); err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.UserCredentials(a.creds))
+	}
+	if a.nkey != "" {
+		o, err := nats.NkeyOptionFromSeed(a.nkey)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--nats-nkey: %w", err)}
+		}
+		opts = append(opts, o)
+	}
+	if (a.cert == "") != (a.key == "") {
+		return nil, usageError{errors.New("--nats-cert and --nats-key go together")}
+	}
+	if a.cert != "" {
+		for flag, p := range map[string]string{"--nats-cert": a.cert, "--nats-key": a.key} {
+			if err := readable(flag, p); err != nil {
+				return nil, err
+			}
+		}
+		opts = append(opts, nats.ClientCert(a.cert, a.key))
+	}
+	if a.ca != "" {
+		if err := readable("--nats-ca", a.ca); err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.RootCAs(a.ca))
+	}
+	return opts, nil
+}
+
+// connect opens a NATS connection to --nats-url with the configured
+// credential files.
+func (n *natsFlags) connect(name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	opts, err := n.auth.options()
+	if err != nil {
+		return nil, nil, err
+	}
+	return connect(n.url, name, log, opts...)
+}
+
 // connect opens a NATS connection that reconnects forever and logs its
 // state changes, and a JetStream handle on it.
-func connect(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(url,
+func connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	opts := append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(false),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
@@ -54,9 +126,10 @@ func connect(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStrea
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
-	)
+	}, extra...)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", redactURLs(url), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -64,6 +137,24 @@ func connect(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStrea
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return nc, js, nil
+}
+
+// redactURLs hides the passwords and tokens of NATS URLs, which an error
+// message would otherwise carry into the logs.
+func redactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil {
+			parts[i] = "(unparsable URL)"
+			continue
+		}
+		if u.User != nil {
+			u.User = url.User("redacted")
+		}
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
 }
 
 func printChanges(w io.Writer, changes []stream.Change) {
@@ -92,7 +183,7 @@ func runSetup(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	nc, js, err := connect(n.url, "handoff-setup", log)
+	nc, js, err := n.connect("handoff-setup", log)
 	if err != nil {
 		return err
 	}
@@ -169,7 +260,7 @@ func runPublish(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	nc, js, err := connect(n.url, "handoff-publish", log)
+	nc, js, err := n.connect("handoff-publish", log)
 	if err != nil {
 		return err
 	}

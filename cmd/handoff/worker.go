@@ -92,7 +92,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer st.Close()
 
-	nc, js, err := connect(n.url, "handoff-worker", log)
+	nc, js, err := n.connect("handoff-worker", log)
 	if err != nil {
 		return err
 	}
