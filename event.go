@@ -104,6 +104,11 @@ type AgentMessage struct {
 	ChatID    string `json:"chat_id"`
 	// LiveChatEventID is LiveChat's own event ID, unique per chat.
 	LiveChatEventID string `json:"livechat_event_id,omitempty"`
+	// ReplyTo and Language are stamped by the gateway from the
+	// conversation record when it relays the event, so delivery goes
+	// where the user was at that moment even if the record changes later.
+	ReplyTo  ReplyTo `json:"reply_to,omitzero"`
+	Language string  `json:"language,omitempty"`
 }
 
 // ChatClosed is the data of a chat.closed event: the agent (or LiveChat's
@@ -112,6 +117,9 @@ type ChatClosed struct {
 	ChatID   string `json:"chat_id"`
 	ThreadID string `json:"thread_id,omitempty"`
 	ClosedBy string `json:"closed_by,omitempty"`
+	// ReplyTo and Language: as in AgentMessage.
+	ReplyTo  ReplyTo `json:"reply_to,omitzero"`
+	Language string  `json:"language,omitempty"`
 }
 
 // ValidationError says which field of an event is wrong and why.
