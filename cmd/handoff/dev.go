@@ -24,16 +24,18 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		host        string
 		natsPort    int
 		dataDir     string
+		backend     string
 		redisURL    string
 		simAddr     string
 		gatewayAddr string
 		metricsAddr string
 	)
-	f := newFlags("dev", "[flags]", "Run the whole service in one process for local development: an embedded NATS\nserver with JetStream and the streams, a redis-server (started from PATH unless\n--redis-url is given), the LiveChat simulator, a worker and the gateway (with\nauthentication off, listening on loopback). Stop with Ctrl-C.")
+	f := newFlags("dev", "[flags]", "Run the whole service in one process for local development: an embedded NATS\nserver with JetStream and the streams, the state store (Redis when --redis-url\nis given or redis-server is on PATH, otherwise JetStream key-value buckets on\nthe embedded NATS: nothing to install), the LiveChat simulator, a worker and\nthe gateway (with authentication off, listening on loopback). Data stays in\n--data-dir, so the next start resumes. Stop with Ctrl-C.")
 	lg.register(f)
 	f.String(&host, "host", "HANDOFF_DEV_HOST", "127.0.0.1", "address the embedded servers listen on")
 	f.Int(&natsPort, "nats-port", "HANDOFF_DEV_NATS_PORT", 4222, "port of the embedded NATS server (-1 picks a free one)")
-	f.String(&dataDir, "data-dir", "HANDOFF_DEV_DATA_DIR", "", "where JetStream and Redis keep their files (default: a temporary directory removed on exit)")
+	f.String(&dataDir, "data-dir", "HANDOFF_DEV_DATA_DIR", ".handoff", "where JetStream (and redis-server) keep their files; kept across starts")
+	f.String(&backend, "store", "HANDOFF_DEV_STORE", "auto", "state store: auto (redis when --redis-url is given or redis-server is on PATH, else nats), redis or nats")
 	f.String(&redisURL, "redis-url", "HANDOFF_DEV_REDIS_URL", "", "use this Redis instead of starting redis-server")
 	f.String(&simAddr, "sim-addr", "HANDOFF_DEV_SIM_ADDR", "127.0.0.1:8091", "address of the LiveChat simulator")
 	f.String(&gatewayAddr, "gateway-addr", "HANDOFF_DEV_GATEWAY_ADDR", "127.0.0.1:8080", "address of the gateway")
@@ -45,19 +47,30 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if dataDir == "" {
-		dir, err := os.MkdirTemp("", "handoff-dev-")
-		if err != nil {
-			return fmt.Errorf("dev: %w", err)
+	switch backend {
+	case "auto":
+		backend = "nats"
+		if _, err := exec.LookPath("redis-server"); err == nil || redisURL != "" {
+			backend = "redis"
 		}
-		defer os.RemoveAll(dir)
-		dataDir = dir
+	case "redis", "nats":
+	default:
+		return usageError{fmt.Errorf("dev: --store %q: want auto, redis or nats", backend)}
+	}
+	if dataDir == "" {
+		return usageError{errors.New("dev: --data-dir is empty")}
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("dev: data dir: %w", err)
 	}
 	srv, err := stream.RunEmbedded(host, natsPort, dataDir)
 	if err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
-	defer srv.Shutdown()
+	defer func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	}()
 	natsURL := srv.ClientURL()
 	nc, js, err := connect(natsURL, "handoff-dev", log)
 	if err != nil {
@@ -72,19 +85,17 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		log.Info("stream setup", "name", c.Name, "action", c.Action)
 	}
 
-	if redisURL == "" {
+	if backend == "redis" && redisURL == "" {
 		url, stop, err := startRedis(host, dataDir, log)
-		switch {
-		case errors.Is(err, errNoRedis):
-			// Still useful without Redis: NATS with the streams (for
-			// `handoff publish`) and the simulator. Say what is missing.
-			log.Warn("redis-server is not on PATH: running NATS and the LiveChat simulator only; install it (Debian: apt-get install redis-server) or pass --redis-url for the worker and gateway")
-		case err != nil:
+		if err != nil {
 			return err
-		default:
-			defer stop()
-			redisURL = url
 		}
+		defer stop()
+		redisURL = url
+	}
+	storeArgs := []string{"--store", "nats"}
+	if backend == "redis" {
+		storeArgs = []string{"--store", "redis", "--redis-url", redisURL}
 	}
 
 	simURL := "http://" + simAddr
@@ -96,15 +107,12 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		args []string
 	}{
 		{"livechat-sim", runLiveChatSim, []string{"--addr", simAddr}},
-		{"worker", runWorker, []string{"--nats-url", natsURL, "--redis-url", redisURL,
+		{"worker", runWorker, append([]string{"--nats-url", natsURL,
 			"--livechat-api-url", simURL, "--livechat-accounts-url", simURL,
 			"--livechat-client-id", "handoff-dev", "--livechat-client-secret", "dev", "--livechat-refresh-token", "dev",
-			"--metrics-addr", metricsAddr}},
-		{"gateway", runGateway, []string{"--nats-url", natsURL, "--redis-url", redisURL,
-			"--listen", gatewayAddr, "--insecure-no-auth", "--livechat-webhook-secret", devWebhookSecret}},
-	}
-	if redisURL == "" {
-		parts = parts[:1]
+			"--metrics-addr", metricsAddr}, storeArgs...)},
+		{"gateway", runGateway, append([]string{"--nats-url", natsURL,
+			"--listen", gatewayAddr, "--insecure-no-auth", "--livechat-webhook-secret", devWebhookSecret}, storeArgs...)},
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -127,7 +135,11 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 		}()
 	}
-	if err := devReady(ctx, stdout, redisURL, natsURL, dataDir, simAddr, simURL, gatewayAddr, metricsAddr); err != nil {
+	state := "JetStream key-value buckets (handoff, handoff_mode_*)"
+	if backend == "redis" {
+		state = "Redis at " + redactURL(redisURL)
+	}
+	if err := devReady(ctx, stdout, state, natsURL, dataDir, simAddr, simURL, gatewayAddr, metricsAddr); err != nil {
 		cancel()
 		wg.Wait()
 		return err
@@ -145,35 +157,19 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 
 // devReady waits for dev's parts to listen, connects the simulator's
 // webhooks to the gateway, and prints what runs and what to try.
-func devReady(ctx context.Context, stdout io.Writer, redisURL, natsURL, dataDir, simAddr, simURL, gatewayAddr, metricsAddr string) error {
-	if redisURL != "" {
-		if err := waitListening(ctx, gatewayAddr); err != nil {
-			return err
-		}
-		// The simulator sends agents' replies and closes back to the
-		// gateway, as LiveChat would after `handoff setup`.
-		sim := livechat.New(livechat.Config{APIURL: simURL, AccountsURL: simURL, ClientID: "handoff-dev", ClientSecret: "dev", RefreshToken: "dev"})
-		if err := registerWebhooks(ctx, sim, "http://"+gatewayAddr+"/livechat/webhook", devWebhookSecret, io.Discard); err != nil {
-			return fmt.Errorf("dev: %w", err)
-		}
+func devReady(ctx context.Context, stdout io.Writer, state, natsURL, dataDir, simAddr, simURL, gatewayAddr, metricsAddr string) error {
+	if err := waitListening(ctx, gatewayAddr); err != nil {
+		return err
 	}
-	if redisURL == "" {
-		if err := waitListening(ctx, simAddr); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, `handoff dev is running (without Redis: no worker, no gateway)
+	// The simulator sends agents' replies and closes back to the gateway,
+	// as LiveChat would after `handoff setup`.
+	sim := livechat.New(livechat.Config{APIURL: simURL, AccountsURL: simURL, ClientID: "handoff-dev", ClientSecret: "dev", RefreshToken: "dev"})
+	if err := registerWebhooks(ctx, sim, "http://"+gatewayAddr+"/livechat/webhook", devWebhookSecret, io.Discard); err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	fmt.Fprintf(stdout, `handoff dev is running
   NATS:       %s (JetStream data in %s)
-  LiveChat:   %s (simulator)
-Install redis-server (apt-get install redis-server) and restart for the rest.
-Press Ctrl-C to stop.
-`, natsURL, dataDir, simURL)
-	} else {
-		if err := waitListening(ctx, gatewayAddr); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, `handoff dev is running
-  NATS:       %s (JetStream data in %s)
-  Redis:      %s
+  state:      %s
   LiveChat:   %s (simulator; see %s/_sim/chats)
   gateway:    http://%s (authentication OFF: loopback only)
   metrics:    http://%s/metrics
@@ -184,12 +180,9 @@ Try:
   curl -X POST %s/_sim/chats/<chat id>/agent_message -d '{"text":"Hi, I am Tom"}'
   (the reply is published as message.agent on handoff.out.demo-1)
 Press Ctrl-C to stop.
-`, natsURL, dataDir, redactURL(redisURL), simURL, simURL, gatewayAddr, metricsAddr, gatewayAddr, gatewayAddr, simURL, simURL)
-	}
+`, natsURL, dataDir, state, simURL, simURL, gatewayAddr, metricsAddr, gatewayAddr, gatewayAddr, simURL, simURL)
 	return nil
 }
-
-var errNoRedis = errors.New("dev: redis-server is not on PATH")
 
 // devWebhookSecret is the LiveChat webhook secret between dev's simulator
 // and gateway; both are on loopback only.
@@ -200,7 +193,7 @@ const devWebhookSecret = "handoff-dev-webhook-secret"
 func startRedis(host, dir string, log *slog.Logger) (url string, stop func(), err error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		return "", nil, errNoRedis
+		return "", nil, errors.New("dev: --store redis: redis-server is not on PATH (Debian: apt-get install redis-server); pass --redis-url, or --store nats to need nothing installed")
 	}
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {

@@ -5,8 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -144,34 +147,145 @@ func TestDevEndToEnd(t *testing.T) {
 	}
 }
 
-// TestDevWithoutRedis: on a machine without redis-server, dev still runs
-// NATS and the simulator and says what is missing.
-func TestDevWithoutRedis(t *testing.T) {
-	t.Setenv("PATH", t.TempDir())
+// TestDevNothingInstalled is the README's walkthrough on a machine with
+// nothing but the handoff binary: the built command runs with an empty PATH
+// (so no redis-server), keeps its state in JetStream key-value buckets under
+// ./.handoff, and a handoff, the agent's reply and the close all work. A
+// second start on the same directory still knows the conversation, and
+// SIGINT stops dev with exit status 0 both times.
+func TestDevNothingInstalled(t *testing.T) {
+	bin, err := testenv.HandoffBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
 	sim := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	var out lockedBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- runDev(ctx, []string{"--nats-port", "-1", "--data-dir", t.TempDir(), "--sim-addr", sim, "--log-level", "error"}, &out)
-	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(out.String(), "handoff dev is running") {
-		if time.Now().After(deadline) {
-			t.Fatalf("dev did not start:\n%s", out.String())
+	gw := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	start := func() (stop func()) {
+		t.Helper()
+		cmd := exec.Command(bin, "dev", "--nats-port", "-1", "--sim-addr", sim, "--gateway-addr", gw,
+			"--metrics-addr", metrics, "--log-level", "warn")
+		cmd.Dir = work
+		cmd.Env = []string{"PATH=" + t.TempDir(), "HOME=" + work}
+		var out lockedBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		deadline := time.Now().Add(60 * time.Second)
+		for !strings.Contains(out.String(), "handoff dev is running") {
+			if time.Now().After(deadline) {
+				_ = cmd.Process.Kill()
+				t.Fatalf("dev did not start:\n%s", out.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !strings.Contains(out.String(), "state:      JetStream key-value buckets") {
+			t.Errorf("dev without redis-server does not use the NATS KV store:\n%s", out.String())
+		}
+		return func() {
+			t.Helper()
+			_ = cmd.Process.Signal(os.Interrupt)
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("dev after Ctrl-C: %v\n%s", err, out.String())
+				}
+			case <-time.After(30 * time.Second):
+				_ = cmd.Process.Kill()
+				t.Errorf("dev did not stop on Ctrl-C:\n%s", out.String())
+			}
+		}
+	}
+	stop := start()
+	w := walkthrough{t: t, gw: "http://" + gw, sim: "http://" + sim, deadline: time.Now().Add(60 * time.Second)}
+	w.post(w.gw+"/v1/conversations/demo-1/handoff", `{"customer":{"name":"Ana"},"text":"agent"}`)
+	w.post(w.gw+"/v1/conversations/demo-1/messages", `{"text":"my order is late"}`)
+	chatID := w.chatWith("my order is late")
+	w.post(w.sim+"/_sim/chats/"+chatID+"/agent_message", `{"text":"Hi, I am Tom"}`)
+	w.waitMode("demo-1", "agent")
+	w.post(w.sim+"/_sim/chats/"+chatID+"/close", `{}`)
+	closed := w.waitMode("demo-1", "closed") // the bot answers again
+	stop()
+
+	if _, err := os.Stat(filepath.Join(work, ".handoff")); err != nil {
+		t.Fatalf("no ./.handoff data directory: %v", err)
+	}
+	stop = start()
+	defer stop()
+	w.deadline = time.Now().Add(30 * time.Second)
+	if again := w.waitMode("demo-1", "closed"); again.Version != closed.Version || again.ChatID != closed.ChatID {
+		t.Fatalf("after a restart the conversation is %+v; want the record before it (%+v)", again, closed)
+	}
+}
+
+// walkthrough does the README's steps over HTTP.
+type walkthrough struct {
+	t        *testing.T
+	gw, sim  string
+	deadline time.Time
+}
+
+func (w walkthrough) post(url, body string) {
+	w.t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(resp.Body)
+		w.t.Fatalf("POST %s: %s %s", url, resp.Status, b)
+	}
+}
+
+// chatWith waits for the simulator's one chat to end with text and returns
+// its ID.
+func (w walkthrough) chatWith(text string) string {
+	w.t.Helper()
+	for {
+		var chats []struct {
+			ID     string
+			Events []struct{ Text string }
+		}
+		if resp, err := http.Get(w.sim + "/_sim/chats"); err == nil {
+			_ = json.NewDecoder(resp.Body).Decode(&chats)
+			resp.Body.Close()
+		}
+		if len(chats) == 1 && len(chats[0].Events) > 0 && chats[0].Events[len(chats[0].Events)-1].Text == text {
+			return chats[0].ID
+		}
+		if time.Now().After(w.deadline) {
+			w.t.Fatalf("%q never reached the simulator: %+v", text, chats)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+type convView struct {
+	Mode    string `json:"mode"`
+	ChatID  string `json:"chat_id"`
+	Version int64  `json:"version"`
+}
+
+// waitMode waits for GET /v1/conversations/{id} to show mode.
+func (w walkthrough) waitMode(id, mode string) convView {
+	w.t.Helper()
+	for {
+		var c convView
+		if resp, err := http.Get(w.gw + "/v1/conversations/" + id); err == nil {
+			_ = json.NewDecoder(resp.Body).Decode(&c)
+			resp.Body.Close()
+		}
+		if c.Mode == mode && c.Version > 0 {
+			return c
+		}
+		if time.Now().After(w.deadline) {
+			w.t.Fatalf("conversation %s is %+v; want mode %s", id, c, mode)
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-	if !strings.Contains(out.String(), "without Redis") || !strings.Contains(out.String(), "apt-get install redis-server") {
-		t.Errorf("dev does not say what is missing:\n%s", out.String())
-	}
-	resp, err := http.Get("http://" + sim + "/_sim/chats")
-	if err != nil {
-		t.Fatalf("simulator not serving: %v", err)
-	}
-	resp.Body.Close()
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("dev: %v", err)
 	}
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/handoff-dev/handoff/gateway"
 	"github.com/handoff-dev/handoff/publisher"
-	"github.com/handoff-dev/handoff/store"
 	"github.com/handoff-dev/handoff/stream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -26,8 +25,7 @@ type gatewayOptions struct {
 	nats     natsFlags
 	log      logging
 	listen   string
-	redisURL string
-	prefix   string
+	store    storeFlags
 	source   string
 	shutdown time.Duration
 	cfg      gateway.Config
@@ -48,8 +46,7 @@ func gatewayFlags(o *gatewayOptions) *flags {
 	o.nats.register(f, false)
 	o.log.register(f)
 	f.String(&o.listen, "listen", "HANDOFF_GATEWAY_LISTEN", ":8080", "address to serve HTTP on")
-	f.String(&o.redisURL, "redis-url", "REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://)")
-	f.String(&o.prefix, "redis-prefix", "HANDOFF_GATEWAY_REDIS_PREFIX", store.DefaultPrefix, "prefix of every Redis key")
+	o.store.register(f, true)
 	f.String(&o.source, "source", "HANDOFF_GATEWAY_SOURCE", "handoff-gateway", "CloudEvents source of published events")
 	f.Duration(&o.shutdown, "shutdown-timeout", "HANDOFF_GATEWAY_SHUTDOWN_TIMEOUT", 10*time.Second, "how long in-flight requests may finish on shutdown")
 	f.Duration(&o.cfg.RequestTimeout, "request-timeout", "HANDOFF_GATEWAY_REQUEST_TIMEOUT", d.RequestTimeout, "bound on one request, publishing included; keep it under Dialogflow's 5s")
@@ -211,8 +208,7 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 	if _, err := js.Stream(ctx, stream.InStream); err != nil {
 		log.Warn("inbound stream not found: run 'handoff setup' first; publishes will fail until then", "stream", stream.InStream, "err", err)
 	}
-	store.SetLogger(log)
-	st, err := store.OpenRedis(o.redisURL, store.WithPrefix(o.prefix))
+	st, err := o.store.open(ctx, o.nats.url, "handoff-gateway", log)
 	if err != nil {
 		return fmt.Errorf("gateway: open store: %w", err)
 	}

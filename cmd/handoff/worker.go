@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff/livechat"
-	"github.com/handoff-dev/handoff/store"
 	"github.com/handoff-dev/handoff/worker"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -52,7 +51,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		n           natsFlags
 		lg          logging
 		lc          liveChatFlags
-		redisURL    string
+		sf          storeFlags
 		metricsAddr string
 		memLimit    string
 		cfg         = worker.DefaultConfig()
@@ -61,7 +60,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 	n.register(f, true)
 	lg.register(f)
 	lc.register(f)
-	f.String(&redisURL, "redis-url", "REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL: redis://, rediss:// (TLS), redis+sentinel://, redis+cluster://")
+	sf.register(f, false)
 	f.String(&metricsAddr, "metrics-addr", "HANDOFF_METRICS_ADDR", ":9090", "address of /metrics, /healthz and /readyz (empty: off)")
 	f.String(&memLimit, "memory-limit", "HANDOFF_MEMORY_LIMIT", "", "soft memory limit of the Go runtime, e.g. 400MiB for a 512Mi container (like GOMEMLIMIT, which wins when set; empty: none)")
 	f.Int(&cfg.Group, "livechat-group", "LIVECHAT_GROUP", cfg.Group, "LiveChat group for handoffs that name none (0: all agents)")
@@ -85,8 +84,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 
-	store.SetLogger(log)
-	st, err := store.OpenRedis(redisURL)
+	st, err := sf.open(ctx, n.url, "handoff-worker", log)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
