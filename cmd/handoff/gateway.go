@@ -208,7 +208,7 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 	if _, err := js.Stream(ctx, stream.InStream); err != nil {
 		log.Warn("inbound stream not found: run 'handoff setup' first; publishes will fail until then", "stream", stream.InStream, "err", err)
 	}
-	st, err := o.store.open(ctx, o.nats.url, "handoff-gateway", log)
+	st, err := o.store.open(ctx, &o.nats, "handoff-gateway", log)
 	if err != nil {
 		return fmt.Errorf("gateway: open store: %w", err)
 	}

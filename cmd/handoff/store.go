@@ -45,9 +45,10 @@ func (s *storeFlags) natsStoreURL(natsURL string) (string, error) {
 	return "", usageError{fmt.Errorf("--store %q: want redis, nats or a nats:// URL", redactURL(s.backend))}
 }
 
-// open connects the chosen backend. name names the NATS connection.
-func (s *storeFlags) open(ctx context.Context, natsURL, name string, log *slog.Logger) (store.Store, error) {
-	u, err := s.natsStoreURL(natsURL)
+// open connects the chosen backend. name names the NATS connection, which
+// uses n's credential files.
+func (s *storeFlags) open(ctx context.Context, n *natsFlags, name string, log *slog.Logger) (store.Store, error) {
+	u, err := s.natsStoreURL(n.url)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +62,11 @@ func (s *storeFlags) open(ctx context.Context, natsURL, name string, log *slog.L
 	}
 	// Its own connection: store requests never queue behind the consumer's
 	// traffic, and closing the store does not close the consumer.
-	nc, _, err := connect(u, name+"-store", log)
+	auth, err := n.auth.options()
+	if err != nil {
+		return nil, err
+	}
+	nc, _, err := connect(u, name+"-store", log, auth...)
 	if err != nil {
 		return nil, err
 	}

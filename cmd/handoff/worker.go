@@ -84,7 +84,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 
-	st, err := sf.open(ctx, n.url, "handoff-worker", log)
+	st, err := sf.open(ctx, &n, "handoff-worker", log)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
