@@ -122,7 +122,63 @@ type Conversation struct {
 	// Pending holds user messages that arrived while no chat was open, so
 	// the next handoff opens with them. It is bounded by the writer.
 	Pending []TranscriptEntry `json:"pending,omitempty"`
-	ReplyTo ReplyTo           `json:"reply_to,omitzero"`
-	Version int64             `json:"version"`
-	Updated time.Time         `json:"updated,omitzero"`
+	// Applied holds the IDs of the inbound events applied to this
+	// conversation within the idempotency window. The worker writes it in
+	// the same compare-and-swap as the state change, so a copy of an
+	// applied event (a publish retried after a NATS restart, or under
+	// another Nats-Msg-Id) is recognised whatever JetStream remembers.
+	Applied AppliedEvents `json:"applied,omitempty"`
+	ReplyTo ReplyTo       `json:"reply_to,omitzero"`
+	Version int64         `json:"version"`
+	Updated time.Time     `json:"updated,omitzero"`
+}
+
+// MaxAppliedEvents caps the event IDs a conversation remembers: at about
+// 60 bytes per UUIDv7 entry it bounds the record's growth at 6 KB, however
+// busy the conversation. A copy of an event arriving after more than this
+// many later events of the same conversation is not recognised; retries
+// come within minutes, long before that.
+const MaxAppliedEvents = 100
+
+// AppliedEvent is one event ID a conversation remembers as applied.
+type AppliedEvent struct {
+	ID string `json:"id"`
+	// At is when it was applied, in Unix seconds (the applier's clock, not
+	// the event's time, which the publisher sets): compact, and precise
+	// enough for a window of hours.
+	At int64 `json:"at"`
+}
+
+// AppliedEvents is the bounded memory of applied event IDs, oldest first.
+type AppliedEvents []AppliedEvent
+
+// Has reports whether id is remembered as applied.
+func (a AppliedEvents) Has(id string) bool {
+	for _, e := range a {
+		if e.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Add remembers id as applied at now and forgets what the window and the
+// cap no longer require: entries applied before now-window, then the oldest
+// beyond MaxAppliedEvents. An entry is kept for at least the window unless
+// the cap pushes it out. A window of zero or less keeps entries by the cap
+// alone.
+func (a *AppliedEvents) Add(id string, now time.Time, window time.Duration) {
+	kept := make(AppliedEvents, 0, min(len(*a)+1, MaxAppliedEvents+1))
+	cutoff := now.Add(-window).Unix()
+	for _, e := range *a {
+		if e.ID == id || (window > 0 && e.At < cutoff) {
+			continue
+		}
+		kept = append(kept, e)
+	}
+	kept = append(kept, AppliedEvent{ID: id, At: now.Unix()})
+	if n := len(kept) - MaxAppliedEvents; n > 0 {
+		kept = kept[n:]
+	}
+	*a = kept
 }

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,15 +26,20 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// NATS is an embedded nats-server with JetStream, stored in a temp dir. It
-// can be stopped and started again on the same port and store, to test
-// restarts.
+// NATS is a JetStream server for a test, stored in a temp dir: embedded in
+// the test process (StartNATS) or a nats-server process of its own
+// (StartNATSProcess). Either can be stopped and started again on the same
+// port and store, to test restarts; the process can also be killed.
 type NATS struct {
 	t    testing.TB
 	dir  string
 	port int
 	mu   sync.Mutex
 	srv  *server.Server
+	// process: run nats-server as a child process (cmd while it runs).
+	process bool
+	cmd     *exec.Cmd
+	exited  chan struct{}
 }
 
 // StartNATS starts an embedded JetStream server for the test and stops it
@@ -46,11 +52,73 @@ func StartNATS(t testing.TB) *NATS {
 	return n
 }
 
+// StartNATSProcess starts nats-server as a separate process, built from the
+// nats-server module handoff already depends on (so the same version as the
+// embedded one), and stops it when the test ends. Unlike the embedded
+// server it can be killed with SIGKILL (Kill): a crash, not a shutdown.
+func StartNATSProcess(t testing.TB) *NATS {
+	t.Helper()
+	n := &NATS{t: t, dir: t.TempDir(), port: FreePort(t), process: true}
+	n.Start()
+	t.Cleanup(n.Stop)
+	return n
+}
+
+// natsServerBinary builds nats-server once per test binary, and reuses a
+// build of the same module version left by an earlier run (linking it takes
+// seconds on a small machine).
+var natsServerBinary = sync.OnceValues(func() (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	// The version as go.mod requires it (test binaries carry no module
+	// list to ask).
+	version := "unknown"
+	if mod, err := os.ReadFile(filepath.Join(root, "go.mod")); err == nil {
+		for line := range strings.Lines(string(mod)) {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "github.com/nats-io/nats-server/v2" {
+				version = f[1]
+			}
+		}
+	}
+	dir := filepath.Join(os.TempDir(), "handoff-test-nats-server", sanitize(version))
+	bin := filepath.Join(dir, "nats-server")
+	if version != "unknown" {
+		if _, err := os.Stat(bin); err == nil {
+			return bin, nil
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.CreateTemp(dir, "build-")
+	if err != nil {
+		return "", err
+	}
+	_ = tmp.Close()
+	cmd := exec.Command("go", "build", "-o", tmp.Name(), "github.com/nats-io/nats-server/v2")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		_ = os.Remove(tmp.Name())
+		return "", fmt.Errorf("testenv: go build nats-server: %v\n%s", err, out)
+	}
+	// Rename is atomic: a concurrent test binary sees no half-written file.
+	if err := os.Rename(tmp.Name(), bin); err != nil {
+		return "", err
+	}
+	return bin, nil
+})
+
 // Start (re)starts the server on its port and store.
 func (n *NATS) Start() {
 	n.t.Helper()
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.process {
+		n.startProcess()
+		return
+	}
 	if n.srv != nil {
 		return
 	}
@@ -61,16 +129,117 @@ func (n *NATS) Start() {
 	n.srv = srv
 }
 
-// Stop shuts the server down; clients see a disconnect.
+func (n *NATS) startProcess() {
+	n.t.Helper()
+	if n.cmd != nil {
+		return
+	}
+	bin, err := natsServerBinary()
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	// The embedded server's limits (stream.RunEmbedded), so both kinds
+	// behave alike.
+	conf := filepath.Join(n.dir, "nats.conf")
+	store := filepath.Join(n.dir, "jetstream")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "listen: \"127.0.0.1:%d\"\nserver_name: handoff-test\njetstream {\n  store_dir: %q\n  max_memory_store: 256MB\n  max_file_store: 8GB\n}\n", n.port, store), 0o600); err != nil {
+		n.t.Fatalf("testenv: %v", err)
+	}
+	logFile := filepath.Join(n.dir, "nats-server.log")
+	cmd := exec.Command(bin, "-c", conf, "-l", logFile)
+	if err := cmd.Start(); err != nil {
+		n.t.Fatalf("testenv: start nats-server: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if jetStreamReady(n.URL()) {
+			break
+		}
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(logFile)
+			n.t.Fatalf("testenv: nats-server exited at start: %s", tail(string(log), 20))
+		default:
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-exited
+			log, _ := os.ReadFile(logFile)
+			n.t.Fatalf("testenv: nats-server on port %d not ready after 30s: %s", n.port, tail(string(log), 20))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n.cmd, n.exited = cmd, exited
+}
+
+// jetStreamReady reports whether a client can connect and JetStream
+// answers (it has recovered its streams).
+func jetStreamReady(url string) bool {
+	nc, err := nats.Connect(url, nats.Timeout(time.Second))
+	if err != nil {
+		return false
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = js.AccountInfo(ctx)
+	return err == nil
+}
+
+func tail(s string, lines int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(l[max(0, len(l)-lines):], "\n")
+}
+
+// Stop shuts the server down gracefully (the embedded server's Shutdown;
+// SIGTERM for the process, on which nats-server shuts down the same way);
+// clients see a disconnect.
 func (n *NATS) Stop() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.process {
+		n.signal(syscall.SIGTERM)
+		return
+	}
 	if n.srv == nil {
 		return
 	}
 	n.srv.Shutdown()
 	n.srv.WaitForShutdown()
 	n.srv = nil
+}
+
+// Kill ends the nats-server process with SIGKILL: no flush, no goodbye,
+// as in a crash or an OOM kill. Only a server from StartNATSProcess can be
+// killed.
+func (n *NATS) Kill() {
+	n.t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.process {
+		n.t.Fatalf("testenv: an embedded NATS server cannot be killed; use StartNATSProcess")
+	}
+	n.signal(syscall.SIGKILL)
+}
+
+func (n *NATS) signal(sig syscall.Signal) {
+	if n.cmd == nil {
+		return
+	}
+	_ = n.cmd.Process.Signal(sig)
+	select {
+	case <-n.exited:
+	case <-time.After(30 * time.Second):
+		_ = n.cmd.Process.Kill()
+		<-n.exited
+	}
+	n.cmd, n.exited = nil, nil
 }
 
 // URL is the server's client URL.

@@ -37,6 +37,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConcurrentUpdatesLoseNothing", testConcurrentUpdates},
 		{"ChatIndexFollowsChatID", testChatIndex},
 		{"UpdateFromStaleRecordRereads", testUpdateFrom},
+		{"AppliedEventsGoWithTheCAS", testAppliedEvents},
 		{"CountByModeFollowsModes", testCountByMode},
 		{"AppendTurnKeepsNewest", testTurns},
 		{"Tokens", testTokens},
@@ -105,6 +106,9 @@ func sameConv(t *testing.T, what string, got, want handoff.Conversation) {
 		if len(c.Pending) == 0 {
 			c.Pending = nil
 		}
+		if len(c.Applied) == 0 {
+			c.Applied = nil
+		}
 		return c
 	}
 	if g, w := norm(got), norm(want); !reflect.DeepEqual(g, w) {
@@ -155,6 +159,10 @@ func testUpdatePersists(t *testing.T, s store.Store) {
 		Pending: []handoff.TranscriptEntry{
 			{Author: handoff.AuthorUser, Text: "hello", Time: at},
 			{Author: handoff.AuthorBot, Text: "ünïcødé \"quoted\" {braces}\n", Time: at.Add(time.Second)},
+		},
+		Applied: handoff.AppliedEvents{
+			{ID: "0193a5f2-7c1e-7b7a-9d1e-5c3f2a1b0c01", At: at.Unix()},
+			{ID: "projects/p/agent/sessions/s1/responses/\"r\"", At: at.Unix() + 1},
 		},
 		ReplyTo: handoff.ReplyTo{Channel: handoff.ChannelGoogleChat, Address: "spaces/AAA/threads/BBB"},
 	}
@@ -683,6 +691,83 @@ func testUpdateFrom(t *testing.T, s store.Store) {
 		return nil
 	}); err != nil || unseen.Version != 1 {
 		t.Fatalf("from a never-seen record: %+v, %v", unseen, err)
+	}
+}
+
+// testAppliedEvents: the worker records an event ID as applied in the same
+// compare-and-swap as the state change, and decides "already applied" from
+// it; an ID lost by a racing writer, or one that fn sees missing after a
+// conflict, would apply an event twice.
+func testAppliedEvents(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	at := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	const id = "applied"
+	stale := update(t, s, id, func(c *handoff.Conversation) { c.Applied.Add("ev-1", at, time.Hour) })
+	update(t, s, id, func(c *handoff.Conversation) { c.Applied.Add("ev-2", at, time.Hour) })
+
+	// A writer starting from the stale record must see ev-2 on its retry.
+	var sawEv2 bool
+	got, err := s.UpdateConversationFrom(ctx, stale, func(c *handoff.Conversation) error {
+		sawEv2 = c.Applied.Has("ev-2")
+		if sawEv2 {
+			return store.ErrAbort // what the worker does: already applied
+		}
+		c.Applied.Add("ev-2", at, time.Hour)
+		c.LastSeq++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sawEv2 || got.LastSeq != 0 {
+		t.Fatalf("from a stale record: fn saw ev-2 %v, stored %+v; want the newer list seen and the update aborted", sawEv2, got)
+	}
+
+	// Concurrent writers (fewer than the cap) each add their own ID: every
+	// one is there exactly once.
+	const writers = 16
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for {
+				_, err := s.UpdateConversation(ctx, id, func(c *handoff.Conversation) error {
+					c.Applied.Add(fmt.Sprintf("w-%d", w), at.Add(time.Duration(w)*time.Second), time.Hour)
+					return nil
+				})
+				if errors.Is(err, store.ErrConflict) {
+					continue
+				}
+				if err != nil {
+					errs <- err
+				}
+				return
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("concurrent update: %v", err)
+	}
+	c := get(t, s, id)
+	count := map[string]int{}
+	for _, e := range c.Applied {
+		count[e.ID]++
+	}
+	for _, want := range append([]string{"ev-1", "ev-2"}, func() []string {
+		var out []string
+		for w := range writers {
+			out = append(out, fmt.Sprintf("w-%d", w))
+		}
+		return out
+	}()...) {
+		if count[want] != 1 {
+			t.Errorf("applied %q recorded %d times; want once (list %+v)", want, count[want], c.Applied)
+		}
+	}
+	if len(c.Applied) != writers+2 {
+		t.Errorf("%d applied entries; want %d", len(c.Applied), writers+2)
 	}
 }
 
