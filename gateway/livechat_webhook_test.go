@@ -127,7 +127,7 @@ func TestLiveChatWebhookFromTheSimulator(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := lc.EnableLicenseWebhook(ctx, agent.AccessToken); err != nil {
+	if err := lc.EnableLicenseWebhooks(ctx, agent.AccessToken); err != nil {
 		t.Fatal(err)
 	}
 	cust, err := lc.IssueCustomerToken(ctx, agent.AccessToken, "")

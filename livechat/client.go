@@ -1,6 +1,7 @@
 // Package livechat is handoff's client for the LiveChat platform: the
 // accounts service (agent and customer tokens), the Customer Chat Web API
-// (what a customer does: start, resume and write to a chat), the
+// (what a customer does: start, resume and write to a chat), the Agent
+// Chat Web API subset the reconciliation sweep reads with, the
 // Configuration API (webhook registration) and the webhook bodies LiveChat
 // sends back.
 //
@@ -8,9 +9,10 @@
 // retry on its own, except for the two cases that need no decision from
 // the caller (a misdirected region and the organization ID lookup). Errors
 // say what happened (*Error, IsRetryable, IsUncertain, IsChatInactive) so
-// the worker can choose. The wire format follows
-// shared/reference/livechat-api.md; docs/livechat.md records where that
-// reference was silent and what was chosen.
+// the worker can choose. The wire format follows LiveChat's public
+// documentation (https://platform.text.com/docs) and its Go SDK
+// (https://github.com/livechat/lc-sdk-go); docs/livechat.md records where
+// they are silent and what was chosen.
 //
 // The livechatsim subpackage is an in-memory LiveChat that speaks the same
 // wire format, for tests and local runs.

@@ -3,12 +3,15 @@ package livechat_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -769,7 +772,7 @@ func TestWebhooksEndToEnd(t *testing.T) {
 		t.Errorf("second unregister: %v, want not_found", err)
 	}
 	if on, err := e.client.LicenseWebhooksEnabled(ctx, e.agent); err != nil || on {
-		t.Fatalf("enabled before enable_license_webhook: %v %v", on, err)
+		t.Fatalf("enabled before enable_license_webhooks: %v %v", on, err)
 	}
 	if _, err := e.client.RegisterWebhook(ctx, e.agent, livechat.Webhook{Action: "incoming_event", SecretKey: "k"}); !livechat.IsType(err, livechat.ErrTypeValidation) {
 		t.Errorf("register without url: %v", err)
@@ -781,7 +784,7 @@ func TestWebhooksEndToEnd(t *testing.T) {
 	if err := e.sim.AgentMessage(start.ChatID, "too early"); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.client.EnableLicenseWebhook(ctx, e.agent); err != nil {
+	if err := e.client.EnableLicenseWebhooks(ctx, e.agent); err != nil {
 		t.Fatal(err)
 	}
 	// The customer's own message is filtered out by author_type=agent.
@@ -880,3 +883,489 @@ func TestControlAPI(t *testing.T) {
 		t.Errorf("after reset: %s", body)
 	}
 }
+
+// rawCall posts body to a simulator path with the given Authorization and
+// Content-Type and returns the status and answer.
+func rawCall(t *testing.T, e *env, method, path, auth, ctype, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// LiveChat's actions are enable_license_webhooks and
+// disable_license_webhooks (plural); the singular never existed, and a
+// client calling it would never get a webhook from the real LiveChat.
+func TestLicenseWebhooksPlural(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	got := make(chan []byte, 16)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- b
+	}))
+	t.Cleanup(recv.Close)
+	if _, err := e.client.RegisterWebhook(ctx, e.agent, livechat.Webhook{URL: recv.URL, Action: livechat.ActionIncomingEvent,
+		SecretKey: "k", Filters: map[string]any{"author_type": "agent"}}); err != nil {
+		t.Fatal(err)
+	}
+	status, body := rawCall(t, e, "POST", "/v3.6/configuration/action/enable_license_webhook", "Bearer "+e.agent, "application/json", `{}`)
+	if status != http.StatusNotFound || !strings.Contains(body, `"not_found"`) {
+		t.Errorf("singular enable_license_webhook = %d %s, want LiveChat's not_found", status, body)
+	}
+	if err := e.client.EnableLicenseWebhooks(ctx, e.agent); err != nil {
+		t.Fatal(err)
+	}
+	if on, err := e.client.LicenseWebhooksEnabled(ctx, e.agent); err != nil || !on {
+		t.Fatalf("after enable_license_webhooks: %v %v", on, err)
+	}
+	chat := e.startChat(t, e.customer(t))
+	if err := e.sim.AgentMessage(chat.ChatID, "on"); err != nil {
+		t.Fatal(err)
+	}
+	if in, err := receive(t, got).IncomingEvent(); err != nil || in.Event.Text != "on" {
+		t.Fatalf("delivery while enabled = %+v, %v", in, err)
+	}
+	if err := e.client.DisableLicenseWebhooks(ctx, e.agent); err != nil {
+		t.Fatal(err)
+	}
+	if on, err := e.client.LicenseWebhooksEnabled(ctx, e.agent); err != nil || on {
+		t.Fatalf("after disable_license_webhooks: %v %v", on, err)
+	}
+	if err := e.sim.AgentMessage(chat.ChatID, "off"); err != nil {
+		t.Fatal(err)
+	}
+	// Re-enabling proves the sender is idle: the next delivery is "again",
+	// not the "off" message.
+	if err := e.client.EnableLicenseWebhooks(ctx, e.agent); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sim.AgentMessage(chat.ChatID, "again"); err != nil {
+		t.Fatal(err)
+	}
+	if in, err := receive(t, got).IncomingEvent(); err != nil || in.Event.Text != "again" {
+		t.Errorf("delivery after disable and enable = %+v, %v; the message sent while disabled must not fire", in, err)
+	}
+	stats := e.sim.Stats()
+	if stats["enable_license_webhooks"][200] != 2 || stats["disable_license_webhooks"][200] != 1 {
+		t.Errorf("stats = %v", stats)
+	}
+}
+
+// owner_client_id is needed only with a Personal Access Token: a bearer
+// token was issued to an app, and LiveChat takes the owner from it.
+func TestWebhookOwnerOnlyWithPersonalAccessToken(t *testing.T) {
+	e := newEnv(t)
+	pat := "Basic " + base64.StdEncoding.EncodeToString([]byte("account:pat"))
+	bearer := "Bearer " + e.agent
+	hook := func(owner string) string {
+		b, _ := json.Marshal(map[string]any{"url": "https://gw.example/hook", "action": "incoming_event", "secret_key": "k",
+			"type": "license", "owner_client_id": owner})
+		return strings.Replace(string(b), `,"owner_client_id":""`, "", 1)
+	}
+	tests := []struct {
+		name, action, auth, body string
+		status                   int
+		contains                 string
+	}{
+		{"bearer registers without owner", "register_webhook", bearer, hook(""), 200, `"id"`},
+		{"bearer lists without owner", "list_webhooks", bearer, `{}`, 200, `"owner_client_id":"` + testClientID + `"`},
+		{"bearer states without owner", "get_license_webhooks_state", bearer, `{}`, 200, `"license_webhooks_enabled":false`},
+		{"bearer enables without owner", "enable_license_webhooks", bearer, `{}`, 200, `{}`},
+		{"bearer naming its own app", "list_webhooks", bearer, `{"owner_client_id":"` + testClientID + `"}`, 200, `"incoming_event"`},
+		{"bearer naming another app", "list_webhooks", bearer, `{"owner_client_id":"someone-else"}`, 403, `"authorization"`},
+		{"PAT without owner", "register_webhook", pat, hook(""), 400, "owner_client_id"},
+		{"PAT without owner lists", "list_webhooks", pat, `{}`, 400, "owner_client_id"},
+		{"PAT with owner", "list_webhooks", pat, `{"owner_client_id":"` + testClientID + `"}`, 200, `"incoming_event"`},
+		{"PAT unregisters with owner", "unregister_webhook", pat, `{"id":"nope","owner_client_id":"` + testClientID + `"}`, 404, `"not_found"`},
+	}
+	for _, tc := range tests {
+		status, body := rawCall(t, e, "POST", "/v3.6/configuration/action/"+tc.action, tc.auth, "application/json", tc.body)
+		if status != tc.status || !strings.Contains(body, tc.contains) {
+			t.Errorf("%s: %d %s; want %d containing %s", tc.name, status, body, tc.status, tc.contains)
+		}
+	}
+	// The client sends owner_client_id exactly when it holds a PAT.
+	ctx := context.Background()
+	hooks, err := e.client.ListWebhooks(ctx, pat)
+	if err != nil || len(hooks) != 1 {
+		t.Errorf("client with a PAT: %+v, %v", hooks, err)
+	}
+	if _, err := e.client.ListWebhooks(ctx, e.agent); err != nil {
+		t.Errorf("client with a bearer: %v", err)
+	}
+}
+
+// The accounts service takes a token request as JSON as well as a form.
+func TestTokenAcceptsJSONAndForm(t *testing.T) {
+	e := newEnv(t)
+	tests := []struct {
+		name, ctype, body string
+		status            int
+		contains          string
+	}{
+		{"json", "application/json", `{"grant_type":"refresh_token","refresh_token":"r","client_id":"` + testClientID + `","client_secret":"s"}`, 200, `"access_token":"dal:`},
+		{"json with charset", "application/json; charset=utf-8", `{"grant_type":"refresh_token","refresh_token":"r","client_id":"` + testClientID + `"}`, 200, `"token_type":"Bearer"`},
+		{"form", "application/x-www-form-urlencoded", "grant_type=refresh_token&refresh_token=r&client_id=" + testClientID, 200, `"access_token":"dal:`},
+		{"json wrong grant", "application/json", `{"grant_type":"password","client_id":"` + testClientID + `"}`, 400, "unsupported_grant_type"},
+		{"json broken", "application/json", `{"grant_type":`, 400, "invalid_request"},
+		{"json not strings", "application/json", `{"grant_type":["refresh_token"]}`, 400, "invalid_request"},
+	}
+	for _, tc := range tests {
+		status, body := rawCall(t, e, "POST", "/v2/token", "", tc.ctype, tc.body)
+		if status != tc.status || !strings.Contains(body, tc.contains) {
+			t.Errorf("%s: %d %s; want %d containing %s", tc.name, status, body, tc.status, tc.contains)
+		}
+	}
+}
+
+// Events keep what makes them what they are: a file its metadata, a rich
+// message its template and cards, a filled form its answers; both sides
+// read them back.
+func TestEventsKeepTheirContent(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	cust := e.customer(t)
+	start := e.startChat(t, cust)
+	file := livechat.Event{Type: "file", CustomID: "f-1", URL: "https://cdn.livechat-files.com/api/file/lc/att/1/receipt.png",
+		Name: "receipt.png", ContentType: "image/png", Size: 48213, Width: 640, Height: 480,
+		ThumbnailURL: "https://cdn.livechat-files.com/api/file/lc/att/1/receipt-thumb.png"}
+	form := livechat.Event{Type: "filled_form", CustomID: "form-1",
+		Fields: []livechat.FormField{{Type: "name", Label: "Your name", Value: "Ana"}, {Type: "email", Label: "E-mail", Value: "ana@example.com"}}}
+	for _, ev := range []livechat.Event{file, form} {
+		if _, err := e.client.SendEvent(ctx, cust.AccessToken, start.ChatID, ev, false); err != nil {
+			t.Fatalf("send %s: %v", ev.Type, err)
+		}
+	}
+	rich := livechat.Event{Type: "rich_message", TemplateID: "quick_replies", Elements: livechat.RichElements{{Title: "Pick one",
+		Buttons: []livechat.RichButton{{Text: "Yes", Type: "message", Value: "yes", PostbackID: "yes"}}}}}
+	richID, err := e.client.AgentSendEvent(ctx, e.agent, start.ChatID, rich, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	customerSide, err := e.client.GetChat(ctx, cust.AccessToken, start.ChatID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentSide, err := e.client.AgentGetChat(ctx, e.agent, start.ChatID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for side, chat := range map[string]livechat.Chat{"customer": customerSide, "agent": agentSide} {
+		byType := map[string]livechat.Event{}
+		for _, ev := range chat.Thread.Events {
+			byType[ev.Type] = ev
+		}
+		f := byType["file"]
+		if f.URL != file.URL || f.Name != file.Name || f.ContentType != file.ContentType || f.Size != file.Size ||
+			f.Width != file.Width || f.Height != file.Height || f.ThumbnailURL != file.ThumbnailURL {
+			t.Errorf("%s side: file = %+v, want every field of %+v", side, f, file)
+		}
+		if got := byType["filled_form"].Fields; len(got) != 2 || got[0] != form.Fields[0] || got[1] != form.Fields[1] {
+			t.Errorf("%s side: filled_form fields = %+v", side, got)
+		}
+		r := byType["rich_message"]
+		if r.ID != richID || r.TemplateID != "quick_replies" || len(r.Elements) != 1 || r.Elements[0].Buttons[0].PostbackID != "yes" {
+			t.Errorf("%s side: rich_message = %+v", side, r)
+		}
+	}
+	if err := e.client.SendRichMessagePostback(ctx, cust.AccessToken, start.ChatID, start.ThreadID, richID, "yes", true); err != nil {
+		t.Errorf("postback: %v", err)
+	}
+	if err := e.client.SendRichMessagePostback(ctx, cust.AccessToken, start.ChatID, start.ThreadID, richID, "no-such", true); !livechat.IsType(err, livechat.ErrTypeNotFound) {
+		t.Errorf("postback of a button that is not there: %v, want not_found", err)
+	}
+	if err := e.client.SendRichMessagePostback(ctx, cust.AccessToken, start.ChatID, start.ThreadID, start.ThreadID+"_1", "yes", true); !livechat.IsType(err, livechat.ErrTypeValidation) {
+		t.Errorf("postback on a plain message: %v, want validation", err)
+	}
+}
+
+// The summary, customer and user fields LiveChat documents are there.
+func TestSummaryCustomerAndAgentFields(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	cust := e.customer(t)
+	start := e.startChat(t, cust)
+	chats, err := e.client.ListChats(ctx, cust.AccessToken, 10)
+	if err != nil || len(chats) != 1 || !chats[0].LastThreadCreatedAt.Equal(e.clock.Now()) {
+		t.Errorf("list_chats = %+v, %v; want last_thread_created_at", chats, err)
+	}
+	c, err := e.client.GetCustomer(ctx, cust.AccessToken)
+	if err != nil || c.ID != cust.EntityID || c.EmailVerified || !c.Present || !c.EventsSeenUpTo.IsZero() {
+		t.Errorf("get_customer before seen = %+v, %v", c, err)
+	}
+	seen := e.clock.Now().Add(time.Minute)
+	if err := e.client.MarkEventsAsSeen(ctx, cust.AccessToken, start.ChatID, seen); err != nil {
+		t.Fatal(err)
+	}
+	// An earlier time does not move it back.
+	if err := e.client.MarkEventsAsSeen(ctx, cust.AccessToken, start.ChatID, seen.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.client.MarkEventsAsSeen(ctx, cust.AccessToken, "NOSUCHCHAT", seen); !livechat.IsType(err, livechat.ErrTypeNotFound) {
+		t.Errorf("mark_events_as_seen of another chat: %v", err)
+	}
+	c, err = e.client.GetCustomer(ctx, cust.AccessToken)
+	if err != nil || !c.EventsSeenUpTo.Equal(seen) {
+		t.Errorf("get_customer after seen = %+v, %v; want events_seen_up_to %v", c, err, seen)
+	}
+	if err := e.sim.AgentMessage(start.ChatID, "hi"); err != nil {
+		t.Fatal(err)
+	}
+	chat, err := e.client.GetChat(ctx, cust.AccessToken, start.ChatID, "")
+	if err != nil || len(chat.Users) != 2 {
+		t.Fatalf("get_chat = %+v, %v", chat, err)
+	}
+	if a := chat.Users[1]; a.Type != "agent" || a.Avatar == "" || a.JobTitle == "" || a.Name == "" || !a.Present {
+		t.Errorf("agent user = %+v, want name, avatar and job_title", a)
+	}
+	if err := e.sim.CloseChat(start.ChatID); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := e.client.GetCustomer(ctx, cust.AccessToken); err != nil || c.Present {
+		t.Errorf("get_customer after the chat ended = %+v, %v; want present false", c, err)
+	}
+}
+
+// get_dynamic_configuration names the license by license_id or, as the
+// Go SDK sends it, by organization_id.
+func TestDynamicConfigurationByOrganization(t *testing.T) {
+	e := newEnv(t)
+	base := "/v3.6/customer/action/get_dynamic_configuration?group_id=0&"
+	tests := []struct {
+		query    string
+		status   int
+		contains string
+	}{
+		{"license_id=12345", 200, `"organization_id":"` + livechatsim.DefaultOrganizationID + `"`},
+		{"organization_id=" + livechatsim.DefaultOrganizationID, 200, `"online_group_ids":[0]`},
+		{"organization_id=not-ours", 400, "organization_id"},
+		{"license_id=999", 404, "license_not_found"},
+		{"", 400, "license_id"},
+	}
+	for _, tc := range tests {
+		status, body := rawCall(t, e, "GET", base+tc.query, "", "", "")
+		if status != tc.status || !strings.Contains(body, tc.contains) {
+			t.Errorf("%s: %d %s; want %d containing %s", tc.query, status, body, tc.status, tc.contains)
+		}
+	}
+}
+
+// The Agent Chat API subset: list_chats with filters and stable paging,
+// get_chat and list_threads with every event, send_event as the agent,
+// add_user_to_chat, transfer_chat and deactivate_chat, with LiveChat's
+// envelopes and errors.
+func TestAgentChatAPI(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	lc := e.client
+	var chats []string
+	for i := range 5 {
+		cust := e.customer(t)
+		g := i % 2
+		res, err := lc.StartChat(ctx, cust.AccessToken, livechat.StartChatRequest{GroupID: &g, Continuous: true,
+			Properties: map[string]map[string]any{"handoff": {"conversation": fmt.Sprintf("conv-%d", i)}},
+			Events:     []livechat.Event{{Text: "hello", CustomID: fmt.Sprintf("t-%d", i)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		chats = append(chats, res.ChatID)
+	}
+	// A chat from another integration, without our property.
+	foreign := e.startChat(t, e.customer(t))
+	if err := lc.AgentDeactivateChat(ctx, e.agent, chats[4]); err != nil {
+		t.Fatal(err)
+	}
+
+	// Paging walks every chat once, newest first, even when a chat starts
+	// between pages.
+	var seen []string
+	page := livechat.AgentListChatsRequest{Limit: 2, Filters: &livechat.ChatsFilters{
+		Properties: map[string]map[string]livechat.PropertyFilter{"handoff": {"conversation": {Exists: ptr(true)}}}}}
+	for n := 0; ; n++ {
+		res, err := lc.AgentListChats(ctx, e.agent, page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.FoundChats != 5 && n == 0 {
+			t.Errorf("found_chats = %d, want 5", res.FoundChats)
+		}
+		for _, c := range res.Chats {
+			seen = append(seen, c.ID)
+		}
+		if n == 0 {
+			e.startChat(t, e.customer(t))
+		}
+		if res.NextPageID == "" {
+			break
+		}
+		page = livechat.AgentListChatsRequest{PageID: res.NextPageID}
+	}
+	want := []string{chats[4], chats[3], chats[2], chats[1], chats[0]}
+	if fmt.Sprint(seen) != fmt.Sprint(want) {
+		t.Errorf("pages gave %v, want %v", seen, want)
+	}
+	filtered := []struct {
+		name    string
+		filters livechat.ChatsFilters
+		want    []string
+	}{
+		{"inactive only", livechat.ChatsFilters{IncludeActive: ptr(false)}, []string{chats[4]}},
+		{"group 1", livechat.ChatsFilters{GroupIDs: []int{1}}, []string{chats[3], chats[1]}},
+		{"property value", livechat.ChatsFilters{Properties: map[string]map[string]livechat.PropertyFilter{"handoff": {"conversation": {Values: []any{"conv-2"}}}}}, []string{chats[2]}},
+		{"property absent", livechat.ChatsFilters{Properties: map[string]map[string]livechat.PropertyFilter{"handoff": {"conversation": {Exists: ptr(false)}}}}, nil},
+	}
+	for _, f := range filtered {
+		res, err := lc.AgentListChats(ctx, e.agent, livechat.AgentListChatsRequest{Limit: 100, Filters: &f.filters})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, c := range res.Chats {
+			if c.ID != foreign.ChatID || f.want == nil {
+				got = append(got, c.ID)
+			}
+		}
+		if f.want == nil {
+			// Chats without the property: the foreign one and the one
+			// started while paging.
+			if len(got) != 2 || !slices.Contains(got, foreign.ChatID) {
+				t.Errorf("%s: %v", f.name, got)
+			}
+			continue
+		}
+		if fmt.Sprint(got) != fmt.Sprint(f.want) {
+			t.Errorf("%s: %v, want %v", f.name, got, f.want)
+		}
+	}
+
+	id := chats[0]
+	if err := lc.AddUserToChat(ctx, e.agent, id, livechatsim.AgentID, "all"); err != nil {
+		t.Fatal(err)
+	}
+	note, err := lc.AgentSendEvent(ctx, e.agent, id, livechat.Event{Text: "VIP", Visibility: "agents"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := lc.AgentSendEvent(ctx, e.agent, id, livechat.Event{Text: "Hi, I'm Tom"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentView, err := lc.AgentGetChat(ctx, e.agent, id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(agentView.Thread.Events); n != 3 || agentView.Thread.Events[1].ID != note || agentView.Thread.Events[1].Visibility != "agents" ||
+		agentView.Thread.Events[2].ID != msg || agentView.Thread.Events[2].AuthorID != livechatsim.AgentID {
+		t.Errorf("agent get_chat events = %+v", agentView.Thread.Events)
+	}
+	threads, err := lc.AgentListThreads(ctx, e.agent, livechat.ListThreadsRequest{ChatID: id, SortOrder: "desc", Limit: 10})
+	if err != nil || len(threads.Threads) != 1 || len(threads.Threads[0].Events) != 3 {
+		t.Errorf("agent list_threads = %+v, %v", threads, err)
+	}
+	sum, err := lc.AgentListChats(ctx, e.agent, livechat.AgentListChatsRequest{Limit: 100, Filters: &livechat.ChatsFilters{
+		Properties: map[string]map[string]livechat.PropertyFilter{"handoff": {"conversation": {Values: []any{"conv-0"}}}}}})
+	if err != nil || len(sum.Chats) != 1 || sum.Chats[0].LastEventPerType["message"].Event.ID != msg ||
+		sum.Chats[0].LastThreadSummary == nil || !sum.Chats[0].LastThreadSummary.Active || sum.Chats[0].LastThreadSummary.Queue != nil {
+		t.Errorf("summary after the agent wrote = %+v, %v", sum, err)
+	}
+
+	if err := lc.TransferChat(ctx, e.agent, id, livechat.TransferTarget{Type: "agent", IDs: []any{livechatsim.OtherAgentID}}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := lc.AgentGetChat(ctx, e.agent, id, "")
+	if err != nil || !slices.ContainsFunc(after.Users, func(u livechat.User) bool { return u.ID == livechatsim.OtherAgentID && u.Present }) {
+		t.Errorf("after transfer to an agent: %+v, %v", after.Users, err)
+	}
+	if err := lc.TransferChat(ctx, e.agent, id, livechat.TransferTarget{Type: "group", IDs: []any{3}}); err != nil {
+		t.Fatal(err)
+	}
+	after, err = lc.AgentGetChat(ctx, e.agent, id, "")
+	if err != nil || after.Access.GroupIDs[0] != 3 || after.Thread.Queue == nil {
+		t.Errorf("after transfer to a group: access %+v queue %+v, %v; want group 3 and queued", after.Access, after.Thread.Queue, err)
+	}
+
+	errs := []struct {
+		name string
+		err  error
+		typ  string
+	}{
+		{"get_chat of no chat", func() error { _, err := lc.AgentGetChat(ctx, e.agent, "NOSUCHCHAT", ""); return err }(), livechat.ErrTypeNotFound},
+		{"add an unknown agent", lc.AddUserToChat(ctx, e.agent, id, "nobody@example.com", "all"), livechat.ErrTypeNotFound},
+		{"transfer to no target", lc.TransferChat(ctx, e.agent, id, livechat.TransferTarget{Type: "group"}), livechat.ErrTypeValidation},
+		{"transfer to a bad type", lc.TransferChat(ctx, e.agent, id, livechat.TransferTarget{Type: "bot", IDs: []any{"x"}}), livechat.ErrTypeValidation},
+		{"send to an inactive chat", func() error {
+			_, err := lc.AgentSendEvent(ctx, e.agent, chats[4], livechat.Event{Text: "late"}, false)
+			return err
+		}(), livechat.ErrTypeChatInactive},
+		{"deactivate an inactive chat", lc.AgentDeactivateChat(ctx, e.agent, chats[4]), livechat.ErrTypeChatInactive},
+		{"list_chats limit over 100", func() error {
+			_, err := lc.AgentListChats(ctx, e.agent, livechat.AgentListChatsRequest{Limit: 101})
+			return err
+		}(), livechat.ErrTypeValidation},
+		{"a customer token", func() error {
+			_, err := lc.AgentGetChat(ctx, e.customer(t).AccessToken, id, "")
+			return err
+		}(), livechat.ErrTypeAuthorization},
+	}
+	for _, x := range errs {
+		if !livechat.IsType(x.err, x.typ) {
+			t.Errorf("%s: %v, want %s", x.name, x.err, x.typ)
+		}
+	}
+	status, body := rawCall(t, e, "POST", "/v3.6/agent/action/send_event", "Bearer "+e.agent, "application/json",
+		`{"chat_id":"`+chats[1]+`","event":{"type":"message","text":"x","recipients":"all"}}`)
+	if status != 400 || !strings.Contains(body, `{"error":{"type":"validation"`) {
+		t.Errorf("agent event with recipients: %d %s", status, body)
+	}
+	status, body = rawCall(t, e, "POST", "/v3.6/agent/action/no_such_action", "Bearer "+e.agent, "application/json", `{}`)
+	if status != 404 || !strings.Contains(body, `"not_found"`) {
+		t.Errorf("unknown agent action: %d %s", status, body)
+	}
+	if n := e.sim.Stats()["agent/list_chats"][200]; n < 5 {
+		t.Errorf("stats count agent list_chats %d times", n)
+	}
+}
+
+// The control API's agent goes through the Agent Chat API's own code: an
+// agent_message is an agent send_event, a close a deactivate_chat.
+func TestControlAgentIsTheAgentChatAPI(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	start := e.startChat(t, e.customer(t))
+	status, body := rawCall(t, e, "POST", "/_sim/chats/"+start.ChatID+"/agent_message", "", "application/json", `{"text":"from the control API"}`)
+	if status != 200 {
+		t.Fatalf("agent_message: %d %s", status, body)
+	}
+	chat, err := e.client.AgentGetChat(ctx, e.agent, start.ChatID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := chat.Thread.Events[len(chat.Thread.Events)-1]
+	if last.Text != "from the control API" || last.AuthorID != livechatsim.AgentID || last.Visibility != "all" ||
+		!slices.ContainsFunc(chat.Users, func(u livechat.User) bool { return u.ID == livechatsim.AgentID && u.Present }) {
+		t.Errorf("after the control API's message: %+v / %+v", last, chat.Users)
+	}
+	if status, body := rawCall(t, e, "POST", "/_sim/chats/"+start.ChatID+"/close", "", "application/json", ``); status != 200 {
+		t.Fatalf("close: %d %s", status, body)
+	}
+	if err := e.client.AgentDeactivateChat(ctx, e.agent, start.ChatID); !livechat.IsChatInactive(err) {
+		t.Errorf("deactivate after the control API closed it: %v, want chat_inactive", err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"time"
 )
 
 // StartChatRequest opens a customer's chat. A customer has at most one
@@ -327,6 +328,62 @@ func (c *Client) ListGroupStatuses(ctx context.Context, customerToken string, gr
 	err := c.call(ctx, "customer", "list_group_statuses", customerToken, body, func(b []byte) (err error) {
 		out, err = decodeGroupStatuses(b)
 		return err
+	})
+	return out, err
+}
+
+// MarkEventsAsSeen records that the customer has read the chat up to
+// seenUpTo (the agent's app shows it as read).
+func (c *Client) MarkEventsAsSeen(ctx context.Context, customerToken, chatID string, seenUpTo time.Time) error {
+	return c.call(ctx, "customer", "mark_events_as_seen", customerToken,
+		map[string]string{"chat_id": chatID, "seen_up_to": seenUpTo.UTC().Format(time.RFC3339Nano)}, decodeEmpty)
+}
+
+type postbackBody struct {
+	ChatID   string `json:"chat_id"`
+	ThreadID string `json:"thread_id"`
+	EventID  string `json:"event_id"`
+	Postback struct {
+		ID      string `json:"id"`
+		Toggled bool   `json:"toggled"`
+	} `json:"postback"`
+}
+
+// SendRichMessagePostback tells the agent the customer pressed the button
+// postbackID of the rich message eventID in threadID.
+func (c *Client) SendRichMessagePostback(ctx context.Context, customerToken, chatID, threadID, eventID, postbackID string, toggled bool) error {
+	b := postbackBody{ChatID: chatID, ThreadID: threadID, EventID: eventID}
+	b.Postback.ID, b.Postback.Toggled = postbackID, toggled
+	return c.call(ctx, "customer", "send_rich_message_postback", customerToken, b, decodeEmpty)
+}
+
+// Customer is the customer as get_customer shows it.
+type Customer struct {
+	ID             string              `json:"id"`
+	Type           string              `json:"type"`
+	Name           string              `json:"name,omitempty"`
+	Email          string              `json:"email,omitempty"`
+	Avatar         string              `json:"avatar,omitempty"`
+	SessionFields  []map[string]string `json:"session_fields,omitempty"`
+	EmailVerified  bool                `json:"email_verified"`
+	Present        bool                `json:"present"`
+	EventsSeenUpTo time.Time           `json:"events_seen_up_to,omitzero"`
+}
+
+// GetCustomer returns the customer the token belongs to.
+func (c *Client) GetCustomer(ctx context.Context, customerToken string) (Customer, error) {
+	var out Customer
+	err := c.call(ctx, "customer", "get_customer", customerToken, struct{}{}, func(b []byte) error {
+		if err := requireObject(b); err != nil {
+			return err
+		}
+		if err := decodeObject(b, &out); err != nil {
+			return err
+		}
+		if out.ID == "" {
+			return errMissing("id")
+		}
+		return nil
 	})
 	return out, err
 }

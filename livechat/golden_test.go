@@ -3,6 +3,7 @@ package livechat_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -91,10 +92,15 @@ func (rec *recorder) take() exchange {
 	return rec.last
 }
 
-// reference holds the example bodies of shared/reference/livechat-api.md,
-// with placeholders made concrete. Every key path they show must be in
-// what the client sends (requests) or the sim answers (responses); their
-// boolean and fixed string values must match.
+// reference holds example bodies from LiveChat's public documentation
+// (https://platform.text.com/docs/messaging/customer-chat-api,
+// https://platform.text.com/docs/messaging/agent-chat-api,
+// https://platform.text.com/docs/management/configuration-api,
+// https://platform.text.com/docs/authorization) and its Go SDK
+// (https://github.com/livechat/lc-sdk-go), with placeholders made concrete.
+// Every key path they show must be in what the client sends (requests) or
+// the sim answers (responses); their boolean and fixed string values must
+// match.
 var reference = map[string]struct{ request, response string }{
 	"customer_token": {
 		request:  `{"grant_type":"agent_token","client_id":"c","response_type":"token","organization_id":"o"}`,
@@ -130,15 +136,39 @@ var reference = map[string]struct{ request, response string }{
 	"send_sneak_peek":             {request: `{"chat_id":"c","sneak_peek_text":"I have a prob"}`, response: `{}`},
 	"list_group_statuses_all":     {request: `{"all":true}`, response: `{"groups_status":{"0":"online"}}`},
 	"list_group_statuses_ids":     {request: `{"group_ids":[0,19]}`, response: `{"groups_status":{"0":"online","19":"online"}}`},
+	// With a bearer token LiveChat takes the owner from the token; only a
+	// Personal Access Token needs owner_client_id.
 	"register_webhook": {
-		request:  `{"url":"u","description":"handoff","action":"incoming_event","secret_key":"k","owner_client_id":"c","type":"license","filters":{"author_type":"agent"},"additional_data":["chat_properties"]}`,
+		request:  `{"url":"u","description":"handoff","action":"incoming_event","secret_key":"k","type":"license","filters":{"author_type":"agent"},"additional_data":["chat_properties"]}`,
 		response: `{"id":"w"}`},
-	"enable_license_webhook":     {request: `{"owner_client_id":"c"}`, response: `{}`},
-	"list_webhooks":              {request: `{"owner_client_id":"c"}`},
-	"unregister_webhook":         {request: `{"id":"w","owner_client_id":"c"}`, response: `{}`},
-	"get_license_webhooks_state": {request: `{"owner_client_id":"c"}`},
-	"get_organization_id":        {response: `{"organization_id":"o"}`},
-	"error_chat_inactive":        {response: `{"error":{"type":"chat_inactive","message":"m"}}`},
+	"list_webhooks_pat":          {request: `{"owner_client_id":"c"}`},
+	"enable_license_webhooks":    {request: `{}`, response: `{}`},
+	"disable_license_webhooks":   {request: `{}`, response: `{}`},
+	"unregister_webhook":         {request: `{"id":"w"}`, response: `{}`},
+	"get_license_webhooks_state": {response: `{"license_webhooks_enabled":true}`},
+	"mark_events_as_seen":        {request: `{"chat_id":"c","seen_up_to":"2017-10-12T15:19:21.010200Z"}`, response: `{}`},
+	"send_rich_message_postback": {request: `{"chat_id":"c","thread_id":"t","event_id":"e","postback":{"id":"p","toggled":true}}`, response: `{}`},
+	"get_customer":               {response: `{"id":"c","type":"customer","name":"n","email":"e","email_verified":false,"present":true,"events_seen_up_to":"d","session_fields":[{}]}`},
+	"agent_list_chats": {
+		request:  `{"filters":{"include_active":true,"properties":{"handoff":{"conversation":{"exists":true}}}},"limit":1}`,
+		response: `{"chats_summary":[{"id":"c","last_thread_summary":{"id":"t","active":true,"user_ids":["u"],"created_at":"d"},"last_event_per_type":{},"users":[{"id":"u","type":"customer"}],"properties":{},"access":{}}],"found_chats":1}`},
+	"agent_list_chats_page": {request: `{"page_id":"p"}`, response: `{"chats_summary":[],"found_chats":1,"previous_page_id":"p"}`},
+	"agent_get_chat": {
+		request:  `{"chat_id":"c"}`,
+		response: `{"id":"c","users":[{"id":"u","type":"customer","name":"n","present":true}],"thread":{"id":"t","active":true,"events":[{"id":"e","type":"message","text":"x","author_id":"a","created_at":"d","visibility":"all"}]},"access":{},"properties":{}}`},
+	"agent_list_threads": {request: `{"chat_id":"c","sort_order":"desc","limit":25}`, response: `{"threads":[{}],"found_threads":1}`},
+	"agent_send_event": {
+		request:  `{"chat_id":"c","event":{"type":"message","text":"hello world","visibility":"all"}}`,
+		response: `{"event_id":"K600PKZON8_3"}`},
+	"agent_send_event_rich": {
+		request:  `{"chat_id":"c","event":{"type":"rich_message","template_id":"cards","visibility":"all","elements":[{"title":"t","buttons":[{"text":"x","type":"message","value":"v","postback_id":"p"}]}]}}`,
+		response: `{"event_id":"e"}`},
+	"add_user_to_chat":      {request: `{"chat_id":"c","user_id":"u","user_type":"agent","visibility":"all"}`, response: `{}`},
+	"transfer_chat":         {request: `{"id":"c","target":{"type":"group","ids":[1]}}`, response: `{}`},
+	"agent_deactivate_chat": {request: `{"id":"c"}`, response: `{}`},
+	"error_agent_not_found": {response: `{"error":{"type":"not_found","message":"m"}}`},
+	"get_organization_id":   {response: `{"organization_id":"o"}`},
+	"error_chat_inactive":   {response: `{"error":{"type":"chat_inactive","message":"m"}}`},
 }
 
 // shape flattens a JSON value into key paths; arrays are walked through
@@ -161,7 +191,7 @@ func shape(v any, prefix string, out map[string]any) {
 	case bool:
 		out[prefix] = x
 	case string:
-		if slices.Contains([]string{"message", "all", "agent_token", "token", "license", "agent", "incoming_event", "desc", "chat_inactive", "Bearer", "online"}, x) {
+		if slices.Contains([]string{"message", "all", "agent_token", "token", "license", "agent", "incoming_event", "desc", "chat_inactive", "Bearer", "online", "customer", "group", "rich_message", "cards", "not_found"}, x) {
 			out[prefix] = x
 		} else {
 			out[prefix] = nil
@@ -291,15 +321,65 @@ func TestGolden(t *testing.T) {
 	check("list_threads", err)
 	_, err = c.ListThreads(ctx, tok, livechat.ListThreadsRequest{ChatID: start.ChatID, SortOrder: "desc", Limit: 1, MinEventsCount: 1, PageID: page.NextPageID})
 	check("list_threads_page", err)
+	check("mark_events_as_seen", c.MarkEventsAsSeen(ctx, tok, start.ChatID, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)))
+	_, err = c.GetCustomer(ctx, tok)
+	check("get_customer", err)
+
+	// The Agent Chat API, as the sweep and the tests' agent use it.
+	active := true
+	chats, err := c.AgentListChats(ctx, agent.AccessToken, livechat.AgentListChatsRequest{Limit: 1, Filters: &livechat.ChatsFilters{
+		IncludeActive: &active,
+		Properties:    map[string]map[string]livechat.PropertyFilter{"handoff": {"conversation": {Exists: &active}}}}})
+	check("agent_list_chats", err)
+	if len(chats.Chats) != 1 || chats.Chats[0].ID != start.ChatID || chats.NextPageID != "" {
+		t.Errorf("agent list_chats = %+v, want the one chat and no next page", chats)
+	}
+	check("add_user_to_chat", c.AddUserToChat(ctx, agent.AccessToken, start.ChatID, livechatsim.AgentID, "all"))
+	_, err = c.AgentSendEvent(ctx, agent.AccessToken, start.ChatID, livechat.Event{Text: "hello world"}, false)
+	check("agent_send_event", err)
+	rich, err := c.AgentSendEvent(ctx, agent.AccessToken, start.ChatID, livechat.Event{Type: "rich_message", TemplateID: "cards",
+		Elements: livechat.RichElements{{Title: "Your order", Buttons: []livechat.RichButton{{Text: "Track", Type: "message", Value: "track", PostbackID: "track"}}}}}, false)
+	check("agent_send_event_rich", err)
+	thread, err := c.GetChat(ctx, tok, start.ChatID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("send_rich_message_postback", c.SendRichMessagePostback(ctx, tok, start.ChatID, thread.Thread.ID, rich, "track", true))
+	_, err = c.AgentGetChat(ctx, agent.AccessToken, start.ChatID, "")
+	check("agent_get_chat", err)
+	_, err = c.AgentListThreads(ctx, agent.AccessToken, livechat.ListThreadsRequest{ChatID: start.ChatID, SortOrder: "desc", Limit: 25})
+	check("agent_list_threads", err)
+	check("error_agent_not_found", c.AddUserToChat(ctx, agent.AccessToken, start.ChatID, "nobody@example.com", "all"))
+	check("transfer_chat", c.TransferChat(ctx, agent.AccessToken, start.ChatID, livechat.TransferTarget{Type: "group", IDs: []any{1}}))
+	check("agent_deactivate_chat", c.AgentDeactivateChat(ctx, agent.AccessToken, start.ChatID))
+	// A second chat makes list_chats page.
+	other, err := c.IssueCustomerToken(ctx, agent.AccessToken, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.StartChat(ctx, other.AccessToken, livechat.StartChatRequest{GroupID: &g, Properties: map[string]map[string]any{"handoff": {"conversation": "conv-2"}},
+		Events: []livechat.Event{{Text: "hi", CustomID: "turn-9"}}}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := c.AgentListChats(ctx, agent.AccessToken, livechat.AgentListChatsRequest{Limit: 1})
+	if err != nil || first.NextPageID == "" || first.FoundChats != 2 {
+		t.Fatalf("agent list_chats first page = %+v, %v; want a next page of 2 chats", first, err)
+	}
+	_, err = c.AgentListChats(ctx, agent.AccessToken, livechat.AgentListChatsRequest{PageID: first.NextPageID})
+	check("agent_list_chats_page", err)
+
 	id, err := c.RegisterWebhook(ctx, agent.AccessToken, livechat.Webhook{URL: "https://handoff.example.com/livechat/webhook",
 		Description: "handoff", Action: "incoming_event", SecretKey: "hook-secret",
 		Filters: map[string]any{"author_type": "agent", "only_my_chats": true}, AdditionalData: []string{"chat_properties"}})
 	check("register_webhook", err)
 	_, err = c.ListWebhooks(ctx, agent.AccessToken)
 	check("list_webhooks", err)
-	check("enable_license_webhook", c.EnableLicenseWebhook(ctx, agent.AccessToken))
+	_, err = c.ListWebhooks(ctx, "Basic "+base64.StdEncoding.EncodeToString([]byte("b7eff798:pat-secret")))
+	check("list_webhooks_pat", err)
+	check("enable_license_webhooks", c.EnableLicenseWebhooks(ctx, agent.AccessToken))
 	_, err = c.LicenseWebhooksEnabled(ctx, agent.AccessToken)
 	check("get_license_webhooks_state", err)
+	check("disable_license_webhooks", c.DisableLicenseWebhooks(ctx, agent.AccessToken))
 	check("unregister_webhook", c.UnregisterWebhook(ctx, agent.AccessToken, id))
 
 	for name := range reference {

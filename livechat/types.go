@@ -23,8 +23,15 @@ type Event struct {
 	CreatedAt  time.Time `json:"created_at,omitzero"`
 	// Properties are namespaced ({"namespace":{"key":value}}).
 	Properties map[string]any `json:"properties,omitempty"`
-	// URL is the file address of a "file" event.
-	URL string `json:"url,omitempty"`
+	// URL is the file address of a "file" event; the other file fields
+	// describe it (width, height and thumbnails for images).
+	URL          string `json:"url,omitempty"`
+	Name         string `json:"name,omitempty"`
+	ContentType  string `json:"content_type,omitempty"`
+	Size         int64  `json:"size,omitempty"`
+	Width        int    `json:"width,omitempty"`
+	Height       int    `json:"height,omitempty"`
+	ThumbnailURL string `json:"thumbnail_url,omitempty"`
 	// SystemMessageType is set on "system_message" events
 	// ("routing.archived_offline", "agent_joined", ...).
 	SystemMessageType string `json:"system_message_type,omitempty"`
@@ -32,6 +39,15 @@ type Event struct {
 	// quick replies); such an event has no Text of its own.
 	TemplateID string       `json:"template_id,omitempty"`
 	Elements   RichElements `json:"elements,omitempty"`
+	// Fields are a "filled_form"'s answers.
+	Fields []FormField `json:"fields,omitempty"`
+}
+
+// FormField is one answer of a filled form (a pre-chat survey, say).
+type FormField struct {
+	Type  string `json:"type,omitempty"`
+	Label string `json:"label,omitempty"`
+	Value string `json:"value,omitempty"`
 }
 
 // RichElements are a rich message's cards. They decode leniently: the
@@ -131,6 +147,10 @@ type User struct {
 	Name    string `json:"name,omitempty"`
 	Email   string `json:"email,omitempty"`
 	Present bool   `json:"present"`
+	// Avatar and JobTitle are what the user sees of an agent.
+	Avatar         string    `json:"avatar,omitempty"`
+	JobTitle       string    `json:"job_title,omitempty"`
+	EventsSeenUpTo time.Time `json:"events_seen_up_to,omitzero"`
 }
 
 // Chat is a chat with one of its threads, as get_chat returns it.
@@ -144,9 +164,10 @@ type Chat struct {
 
 // ChatSummary is one entry of list_chats.
 type ChatSummary struct {
-	ID           string
-	LastThreadID string
-	Active       bool
+	ID                  string
+	LastThreadID        string
+	Active              bool
+	LastThreadCreatedAt time.Time
 }
 
 type access struct {
@@ -326,12 +347,14 @@ func decodeListThreads(body []byte) (ListThreadsResponse, error) {
 }
 
 type wireChatSummary struct {
-	ID                string `json:"id"`
-	LastThreadID      string `json:"last_thread_id"`
-	Active            *bool  `json:"active"`
-	LastThreadSummary *struct {
-		ID     string `json:"id"`
-		Active bool   `json:"active"`
+	ID                  string    `json:"id"`
+	LastThreadID        string    `json:"last_thread_id"`
+	Active              *bool     `json:"active"`
+	LastThreadCreatedAt time.Time `json:"last_thread_created_at"`
+	LastThreadSummary   *struct {
+		ID        string    `json:"id"`
+		Active    bool      `json:"active"`
+		CreatedAt time.Time `json:"created_at"`
 	} `json:"last_thread_summary"`
 }
 
@@ -359,7 +382,7 @@ func decodeListChats(body []byte) ([]ChatSummary, error) {
 		if w.ID == "" {
 			return nil, errMissing("chat id")
 		}
-		s := ChatSummary{ID: w.ID, LastThreadID: w.LastThreadID}
+		s := ChatSummary{ID: w.ID, LastThreadID: w.LastThreadID, LastThreadCreatedAt: w.LastThreadCreatedAt}
 		if w.Active != nil {
 			s.Active = *w.Active
 		}
@@ -369,6 +392,9 @@ func decodeListChats(body []byte) ([]ChatSummary, error) {
 			}
 			if w.Active == nil {
 				s.Active = w.LastThreadSummary.Active
+			}
+			if s.LastThreadCreatedAt.IsZero() {
+				s.LastThreadCreatedAt = w.LastThreadSummary.CreatedAt
 			}
 		}
 		out = append(out, s)

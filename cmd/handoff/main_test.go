@@ -175,6 +175,14 @@ func TestSetupRegistersWebhooksOnce(t *testing.T) {
 			t.Errorf("%s registered with secret %q, want the new one", h.Action, h.SecretKey)
 		}
 	}
+	// LiveChat's action is enable_license_webhooks (plural): the
+	// simulator counts each setup's call, and the license's webhooks are on.
+	if n := sim.Stats()["enable_license_webhooks"][200]; n != int64(len(steps)) {
+		t.Errorf("enable_license_webhooks answered 200 %d times, want once per setup (%d); stats %v", n, len(steps), sim.Stats())
+	}
+	if on, err := lc.LicenseWebhooksEnabled(context.Background(), tok.AccessToken); err != nil || !on {
+		t.Errorf("license webhooks enabled = %v, %v", on, err)
+	}
 	if code, _, errs := runCLI(t, "setup", "--nats-url", n.URL(), "--livechat-webhook-url", "https://x"); code != 2 || !strings.Contains(errs, "--livechat-webhook-secret") {
 		t.Errorf("a URL without a secret: code %d %q", code, errs)
 	}

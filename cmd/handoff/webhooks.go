@@ -63,7 +63,7 @@ func registerWebhooks(ctx context.Context, lc *livechat.Client, url, secret stri
 		}
 		fmt.Fprintf(out, "%-16s %s\n", "webhook "+want.action, action)
 	}
-	if err := lc.EnableLicenseWebhook(ctx, tok.AccessToken); err != nil {
+	if err := lc.EnableLicenseWebhooks(ctx, tok.AccessToken); err != nil {
 		return fmt.Errorf("setup: enable license webhooks: %w", err)
 	}
 	return nil

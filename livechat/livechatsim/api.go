@@ -1,6 +1,8 @@
 package livechatsim
 
 import (
+	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -13,6 +15,7 @@ type apiKind uint8
 const (
 	apiCustomer apiKind = iota + 1
 	apiConfiguration
+	apiAgent
 )
 
 // call is one Web API request on its way through the simulator.
@@ -22,6 +25,11 @@ type call struct {
 	action   string
 	body     []byte
 	customer string // customer ID, for customer actions
+	agent    string // the requesting agent, for agent and configuration actions
+	// clientID is the app a bearer token was issued to; "" for a Personal
+	// Access Token (Basic), which names the app in owner_client_id.
+	clientID string
+	pat      bool
 }
 
 // actionSpec says how an action is reached and what it does. apply
@@ -47,6 +55,8 @@ var customerActions = map[string]actionSpec{
 	"send_sneak_peek":             {apply: (*Sim).sendSneakPeek},
 	"list_group_statuses":         {apply: (*Sim).listGroupStatuses},
 	"get_customer":                {apply: (*Sim).getCustomer},
+	"mark_events_as_seen":         {apply: (*Sim).markEventsAsSeen},
+	"send_rich_message_postback":  {apply: (*Sim).sendRichMessagePostback},
 	"get_dynamic_configuration":   {method: http.MethodGet, noAuth: true, noOrg: true, apply: (*Sim).getDynamicConfiguration},
 }
 
@@ -55,7 +65,8 @@ var configurationActions = map[string]actionSpec{
 	"register_webhook":           {apply: (*Sim).registerWebhook},
 	"list_webhooks":              {apply: (*Sim).listWebhooks},
 	"unregister_webhook":         {apply: (*Sim).unregisterWebhook},
-	"enable_license_webhook":     {apply: (*Sim).enableLicenseWebhook},
+	"enable_license_webhooks":    {apply: (*Sim).enableLicenseWebhooks},
+	"disable_license_webhooks":   {apply: (*Sim).disableLicenseWebhooks},
 	"get_license_webhooks_state": {apply: (*Sim).getLicenseWebhooksState},
 }
 
@@ -75,7 +86,7 @@ func (s *Sim) handleAPI(kind apiKind) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c := &call{r: r, version: r.PathValue("version"), action: r.PathValue("action")}
 		status, drop := s.serveAction(w, c, kind)
-		s.count(c.action, status)
+		s.count(statName(kind, c.action), status)
 		if drop {
 			// The request was applied; now lose the answer.
 			if hj, ok := w.(http.Hijacker); ok {
@@ -89,6 +100,15 @@ func (s *Sim) handleAPI(kind apiKind) http.HandlerFunc {
 	}
 }
 
+// statName is the key of an action in Stats: the Agent Chat API shares
+// action names with the Customer Chat API, so its own are "agent/<action>".
+func statName(kind apiKind, action string) string {
+	if kind == apiAgent {
+		return "agent/" + action
+	}
+	return action
+}
+
 // serveAction runs one Web API request and reports the status answered,
 // or drop=true when the answer must be lost instead.
 func (s *Sim) serveAction(w http.ResponseWriter, c *call, kind apiKind) (status int, drop bool) {
@@ -100,8 +120,11 @@ func (s *Sim) serveAction(w http.ResponseWriter, c *call, kind apiKind) (status 
 		w.Header().Set("Deprecation", f.Deprecation)
 	}
 	table := customerActions
-	if kind == apiConfiguration {
+	switch kind {
+	case apiConfiguration:
 		table = configurationActions
+	case apiAgent:
+		table = agentActions
 	}
 	spec, known := table[c.action]
 	if !supportedVersion(c.version, c.action) {
@@ -134,7 +157,7 @@ func (s *Sim) serveAction(w http.ResponseWriter, c *call, kind apiKind) (status 
 			return writeAPIError(w, e), false
 		}
 	}
-	if kind == apiCustomer && !spec.noOrg {
+	if kind == apiCustomer && (!spec.noOrg || c.r.URL.Query().Has("organization_id")) {
 		org := c.r.URL.Query().Get("organization_id")
 		switch {
 		case org == "":
@@ -172,13 +195,14 @@ func requestRegion(r *http.Request) string {
 	return ""
 }
 
-// authorize checks the bearer: customer actions need a live customer
-// token; configuration actions an agent token (or any agent bearer when
-// Options.AgentToken is empty).
+// authorize checks the credentials: customer actions need a live
+// customer token; agent and configuration actions an agent token (or any
+// agent bearer when Options.AgentToken is empty) or a Personal Access
+// Token (Basic), which acts as the simulated agent.
 func (s *Sim) authorize(c *call, kind apiKind) *apiError {
 	r := c.r
-	if kind == apiConfiguration && strings.HasPrefix(r.Header.Get("Authorization"), "Basic ") {
-		// A Personal Access Token: good for the Configuration API.
+	if kind != apiCustomer && strings.HasPrefix(r.Header.Get("Authorization"), "Basic ") {
+		c.agent, c.pat = AgentID, true
 		return nil
 	}
 	tok := bearer(r)
@@ -198,12 +222,17 @@ func (s *Sim) authorize(c *call, kind apiKind) *apiError {
 			return &apiError{Type: "authorization", Message: "Customer token required"}
 		}
 		c.customer = info.entity
-	case apiConfiguration:
+	default:
 		if ok && info.kind == kindCustomer {
 			return &apiError{Type: "authorization", Message: "Agent token required"}
 		}
 		if !ok && s.opts.AgentToken != "" && tok != s.opts.AgentToken {
 			return &apiError{Type: "authentication", Message: "Invalid access token"}
+		}
+		c.agent, c.clientID = AgentID, info.clientID
+		if !ok {
+			// A configured agent bearer belongs to the configured app.
+			c.clientID = s.opts.ClientID
 		}
 	}
 	return nil
@@ -221,10 +250,10 @@ func (s *Sim) agentBearerOK(tok string) bool {
 	return s.opts.AgentToken == "" || tok == s.opts.AgentToken
 }
 
-func (s *Sim) issue(kind tokenKind, entity string) (string, int64) {
+func (s *Sim) issue(kind tokenKind, entity, clientID string) (string, int64) {
 	life := s.tokenLifetime()
 	tok := s.ids.token(s.opts.Region)
-	s.tokens.put(tok, tokenInfo{kind: kind, entity: entity, expires: s.now().Add(life)})
+	s.tokens.put(tok, tokenInfo{kind: kind, entity: entity, clientID: clientID, expires: s.now().Add(life)})
 	secs := int64(life / time.Second)
 	if secs < 1 {
 		secs = 1
@@ -239,7 +268,8 @@ func (s *Sim) answerToken(tok string) string {
 	return tok
 }
 
-// handleAgentToken serves the refresh_token grant (form-encoded).
+// handleAgentToken serves the refresh_token grant, form-encoded or JSON:
+// LiveChat's accounts service takes both.
 func (s *Sim) handleAgentToken(w http.ResponseWriter, r *http.Request) {
 	s.count("token", s.agentToken(w, r))
 }
@@ -250,31 +280,65 @@ func (s *Sim) agentToken(w http.ResponseWriter, r *http.Request) int {
 	if e := f.injected("token"); e != nil {
 		return writeOAuthError(w, e.httpStatus(), oauthFor(e.Type), e.Message)
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	if err := r.ParseForm(); err != nil {
-		return writeOAuthError(w, http.StatusBadRequest, "invalid_request", "Cannot parse the form body")
+	form, status, msg := tokenForm(w, r)
+	if status != 0 {
+		return writeOAuthError(w, status, "invalid_request", msg)
 	}
 	switch {
-	case r.PostForm.Get("grant_type") != "refresh_token":
+	case form.Get("grant_type") != "refresh_token":
 		return writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "Only refresh_token is supported")
-	case r.PostForm.Get("refresh_token") == "":
+	case form.Get("refresh_token") == "":
 		return writeOAuthError(w, http.StatusBadRequest, "invalid_request", "Missing refresh_token")
-	case r.PostForm.Get("client_id") == "":
+	case form.Get("client_id") == "":
 		return writeOAuthError(w, http.StatusBadRequest, "invalid_request", "Missing client_id")
-	case s.opts.ClientID != "" && r.PostForm.Get("client_id") != s.opts.ClientID:
+	case s.opts.ClientID != "" && form.Get("client_id") != s.opts.ClientID:
 		return writeOAuthError(w, http.StatusUnauthorized, "invalid_client", "Unknown client_id")
 	}
-	tok, secs := s.issue(kindAgent, AgentID)
+	tok, secs := s.issue(kindAgent, AgentID, form.Get("client_id"))
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token":    s.answerToken(tok),
 		"account_id":      "b7eff798-f8df-4364-8059-649c35c9ed0c",
 		"expires_in":      secs,
 		"organization_id": s.opts.OrganizationID,
-		"refresh_token":   r.PostForm.Get("refresh_token"),
+		"refresh_token":   form.Get("refresh_token"),
 		"scope":           "customers:own,webhooks.configuration:rw,webhooks.state:rw",
 		"token_type":      "Bearer",
 	})
 	return http.StatusOK
+}
+
+// tokenForm reads a token request's parameters from a form or a JSON
+// object body, whichever the Content-Type says. A non-zero status is a
+// refusal with its description.
+func tokenForm(w http.ResponseWriter, r *http.Request) (url.Values, int, string) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
+	if strings.TrimSpace(strings.ToLower(ct)) != "application/json" {
+		if err := r.ParseForm(); err != nil {
+			return nil, http.StatusBadRequest, "Cannot parse the form body"
+		}
+		return r.PostForm, 0, ""
+	}
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, http.StatusBadRequest, "Cannot read the body"
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, http.StatusBadRequest, "Cannot parse the JSON body"
+	}
+	form := url.Values{}
+	for k, v := range m {
+		switch x := v.(type) {
+		case string:
+			form.Set(k, x)
+		case float64:
+			form.Set(k, strconv.FormatFloat(x, 'f', -1, 64))
+		default:
+			return nil, http.StatusBadRequest, "Field " + k + " must be a string"
+		}
+	}
+	return form, 0, ""
 }
 
 // oauthFor maps an injected Web API type onto the accounts vocabulary.
@@ -342,7 +406,7 @@ func (s *Sim) customerToken(w http.ResponseWriter, r *http.Request) int {
 	// An entity_id the sim has not seen (a restarted sim, say) becomes a
 	// customer with that ID, so the caller's stored IDs keep working.
 	s.customers.putNew(id, &customer{id: id, createdAt: s.now()})
-	tok, secs := s.issue(kindCustomer, id)
+	tok, secs := s.issue(kindCustomer, id, req.ClientID)
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token":    s.answerToken(tok),
 		"client_id":       req.ClientID,
@@ -376,10 +440,17 @@ func (s *Sim) checkLicense(lic string) *apiError {
 	return nil
 }
 
+// getDynamicConfiguration names the license by license_id or, as LiveChat's
+// Go SDK sends it, by organization_id (checked by serveAction).
 func (s *Sim) getDynamicConfiguration(c *call) (any, *apiError) {
 	q := c.r.URL.Query()
-	if e := s.checkLicense(q.Get("license_id")); e != nil {
-		return nil, e
+	switch {
+	case q.Has("license_id"):
+		if e := s.checkLicense(q.Get("license_id")); e != nil {
+			return nil, e
+		}
+	case !q.Has("organization_id"):
+		return nil, errValidation("`license_id` or `organization_id` is required")
 	}
 	group, _ := strconv.Atoi(q.Get("group_id"))
 	online := []int{0}

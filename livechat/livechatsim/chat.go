@@ -10,7 +10,9 @@ import (
 	"unicode/utf8"
 )
 
-// wireEvent is an event as the Customer Chat API writes it.
+// wireEvent is an event as the Chat APIs write it. Each type keeps its
+// own fields: a file its metadata, a rich message its template and
+// elements, a filled form its fields.
 type wireEvent struct {
 	ID                string         `json:"id"`
 	CustomID          string         `json:"custom_id,omitempty"`
@@ -23,33 +25,42 @@ type wireEvent struct {
 	Properties        map[string]any `json:"properties,omitempty"`
 	URL               string         `json:"url,omitempty"`
 	SystemMessageType string         `json:"system_message_type,omitempty"`
+	fileMeta
+	TemplateID string `json:"template_id,omitempty"`
+	Elements   []any  `json:"elements,omitempty"`
+	Fields     []any  `json:"fields,omitempty"`
 }
 
 func (e *event) wire() wireEvent {
 	return wireEvent{ID: e.ID, CustomID: e.CustomID, Type: e.Type, Text: e.Text, AuthorID: e.AuthorID,
 		CreatedAt: fmtTime(e.CreatedAt), Recipients: e.Recipients, Properties: e.Properties,
-		URL: e.URL, SystemMessageType: e.SystemMessageType}
+		URL: e.URL, SystemMessageType: e.SystemMessageType, fileMeta: e.file,
+		TemplateID: e.TemplateID, Elements: e.Elements, Fields: e.Fields}
 }
 
-// agentWire is the agent-side shape webhooks carry: visibility, not
-// recipients.
+// agentWire is the agent-side shape (Agent Chat API and webhooks):
+// visibility, not recipients.
 func (e *event) agentWire() wireEvent {
 	w := e.wire()
 	w.Visibility, w.Recipients = w.Recipients, ""
 	return w
 }
 
-// inEvent is an event in a request.
+// inEvent is an event in a request. Customers address it with recipients,
+// agents with visibility.
 type inEvent struct {
 	CustomID          string         `json:"custom_id"`
 	Type              string         `json:"type"`
 	Text              string         `json:"text"`
 	Recipients        string         `json:"recipients"`
+	Visibility        string         `json:"visibility"`
 	Properties        map[string]any `json:"properties"`
 	URL               string         `json:"url"`
 	SystemMessageType string         `json:"system_message_type"`
+	fileMeta
+	TemplateID string `json:"template_id"`
 	// Fields of a filled_form and elements of a rich_message are kept
-	// opaque.
+	// opaque: the sim stores and returns them as sent.
 	Fields   []any `json:"fields"`
 	Elements []any `json:"elements"`
 }
@@ -89,6 +100,11 @@ func validateEvent(e *inEvent, i int) *apiError {
 	default:
 		return errValidation("`" + where + ".recipients` must be all or agents")
 	}
+	switch e.Visibility {
+	case "", "all", "agents":
+	default:
+		return errValidation("`" + where + ".visibility` must be all or agents")
+	}
 	return nil
 }
 
@@ -96,12 +112,16 @@ func validateEvent(e *inEvent, i int) *apiError {
 func (s *Sim) addEvent(t *thread, e *inEvent, author string) *event {
 	rec := e.Recipients
 	if rec == "" {
+		rec = e.Visibility
+	}
+	if rec == "" {
 		rec = "all"
 	}
 	ev := &event{
 		ID:       t.id + "_" + strconv.Itoa(len(t.events)+1),
 		CustomID: e.CustomID, Type: e.Type, Text: e.Text, AuthorID: author, Recipients: rec,
 		CreatedAt: s.now(), Properties: e.Properties, URL: e.URL, SystemMessageType: e.SystemMessageType,
+		file: e.fileMeta, TemplateID: e.TemplateID, Elements: e.Elements, Fields: e.Fields,
 	}
 	t.events = append(t.events, ev)
 	return ev
@@ -349,27 +369,43 @@ type wireAccess struct {
 }
 
 type wireUser struct {
-	ID      string `json:"id"`
-	Type    string `json:"type"`
-	Name    string `json:"name,omitempty"`
-	Email   string `json:"email,omitempty"`
-	Present bool   `json:"present"`
+	ID             string `json:"id"`
+	Type           string `json:"type"`
+	Name           string `json:"name,omitempty"`
+	Email          string `json:"email,omitempty"`
+	Avatar         string `json:"avatar,omitempty"`
+	JobTitle       string `json:"job_title,omitempty"`
+	Present        bool   `json:"present"`
+	EventsSeenUpTo string `json:"events_seen_up_to,omitempty"`
 }
 
-// threadWire renders thread i of ch. Call with the chat locked.
-func (s *Sim) threadWire(ch *chat, i int) wireThread {
+// renderThread renders thread i of ch. The customer side leaves out
+// events sent to agents only (except the customer's own); the agent side
+// shows every event, with visibility. Call with the chat locked.
+// queueOf is the thread's place in the queue: an active thread nobody has
+// picked up waits there.
+func (s *Sim) queueOf(t *thread) *wireQueue {
+	if len(t.agents) > 0 || !t.active {
+		return nil
+	}
+	return &wireQueue{Position: 1, WaitTime: int(s.now().Sub(t.queuedAt) / time.Second), QueuedAt: fmtTime(t.queuedAt)}
+}
+
+func (s *Sim) renderThread(ch *chat, i int, agentSide bool) wireThread {
 	t := ch.threads[i]
-	w := wireThread{ID: t.id, Active: t.active, UserIDs: []string{ch.customerID}, Events: make([]wireEvent, len(t.events)),
+	w := wireThread{ID: t.id, Active: t.active, UserIDs: append([]string{ch.customerID}, t.agents...),
+		Events:     make([]wireEvent, 0, len(t.events)),
 		Properties: t.props, Access: wireAccess{GroupIDs: ch.groupIDs}, CreatedAt: fmtTime(t.createdAt)}
-	for j, e := range t.events {
-		w.Events[j] = e.wire()
+	for _, e := range t.events {
+		switch {
+		case agentSide:
+			w.Events = append(w.Events, e.agentWire())
+		case e.Recipients != "agents" || e.AuthorID == ch.customerID:
+			// A customer sees what was sent to everyone and its own events.
+			w.Events = append(w.Events, e.wire())
+		}
 	}
-	if t.agentJoined {
-		w.UserIDs = append(w.UserIDs, AgentID)
-	} else if t.active {
-		// Nobody has picked the thread up: it waits in the queue.
-		w.Queue = &wireQueue{Position: 1, WaitTime: int(s.now().Sub(t.queuedAt) / time.Second), QueuedAt: fmtTime(t.queuedAt)}
-	}
+	w.Queue = s.queueOf(t)
 	if i > 0 {
 		w.PrevThread = ch.threads[i-1].id
 	}
@@ -379,12 +415,23 @@ func (s *Sim) threadWire(ch *chat, i int) wireThread {
 	return w
 }
 
+// users lists the chat's customer and every agent who took part in one of
+// its threads; an agent is present while in the active thread. Call with
+// the chat locked.
 func (s *Sim) users(cu customerView, ch *chat) []wireUser {
-	us := []wireUser{{ID: cu.ID, Type: "customer", Name: cu.Name, Email: cu.Email, Present: true}}
+	us := []wireUser{{ID: cu.ID, Type: "customer", Name: cu.Name, Email: cu.Email, Avatar: cu.Avatar, Present: true,
+		EventsSeenUpTo: fmtOptTime(cu.EventsSeenUpTo)}}
+	seen := map[string]bool{}
+	last := ch.last()
 	for _, t := range ch.threads {
-		if t.agentJoined {
-			us = append(us, wireUser{ID: AgentID, Type: "agent", Name: agentName, Email: AgentID, Present: ch.active()})
-			break
+		for _, id := range t.agents {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			a := agentProfile(id)
+			us = append(us, wireUser{ID: id, Type: "agent", Name: a.Name, Email: id, Avatar: a.Avatar, JobTitle: a.JobTitle,
+				Present: last.active && last.hasAgent(id)})
 		}
 	}
 	return us
@@ -402,24 +449,7 @@ func (s *Sim) getChat(c *call) (any, *apiError) {
 	if e != nil {
 		return nil, e
 	}
-	cu := s.customerView(ch.customerID)
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	idx := len(ch.threads) - 1
-	if req.ThreadID != "" {
-		idx = slices.IndexFunc(ch.threads, func(t *thread) bool { return t.id == req.ThreadID })
-		if idx < 0 {
-			return nil, errNotFound("Thread not found")
-		}
-	}
-	out := map[string]any{
-		"id":         ch.id,
-		"users":      s.users(cu, ch),
-		"access":     wireAccess{GroupIDs: ch.groupIDs},
-		"properties": ch.props,
-		"thread":     s.threadWire(ch, idx),
-	}
-	return out, nil
+	return s.renderChat(ch, req.ThreadID, false)
 }
 
 type listThreadsRequest struct {
@@ -450,6 +480,15 @@ func (s *Sim) listThreads(c *call) (any, *apiError) {
 	if e := decodeBody(c.body, &req); e != nil {
 		return nil, e
 	}
+	ch, e := s.ownChat(c, req.ChatID)
+	if e != nil {
+		return nil, e
+	}
+	return s.pageThreads(ch, &req, false)
+}
+
+// pageThreads is list_threads' answer for either side.
+func (s *Sim) pageThreads(ch *chat, req *listThreadsRequest, agentSide bool) (any, *apiError) {
 	order, offset := req.SortOrder, 0
 	if order == "" {
 		order = "desc"
@@ -470,10 +509,6 @@ func (s *Sim) listThreads(c *call) (any, *apiError) {
 			return nil, errValidation("Invalid `page_id`")
 		}
 	}
-	ch, e := s.ownChat(c, req.ChatID)
-	if e != nil {
-		return nil, e
-	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	var idx []int
@@ -492,7 +527,7 @@ func (s *Sim) listThreads(c *call) (any, *apiError) {
 	end := min(offset+limit, len(idx))
 	threads := make([]wireThread, 0, end-offset)
 	for _, i := range idx[offset:end] {
-		threads = append(threads, s.threadWire(ch, i))
+		threads = append(threads, s.renderThread(ch, i, agentSide))
 	}
 	out := map[string]any{"threads": threads, "found_threads": found}
 	if end < len(idx) {
@@ -531,11 +566,13 @@ func (s *Sim) listChats(c *call) (any, *apiError) {
 		ch.mu.Lock()
 		t := ch.last()
 		item := map[string]any{
-			"id":             ch.id,
-			"last_thread_id": t.id,
-			"active":         t.active,
+			"id":                     ch.id,
+			"last_thread_id":         t.id,
+			"active":                 t.active,
+			"last_thread_created_at": fmtTime(t.createdAt),
 			"last_thread_summary": map[string]any{
-				"id": t.id, "active": t.active, "created_at": fmtTime(t.createdAt), "user_ids": []string{ch.customerID},
+				"id": t.id, "active": t.active, "created_at": fmtTime(t.createdAt),
+				"user_ids": append([]string{ch.customerID}, t.agents...),
 			},
 			"users":      s.users(view, ch),
 			"access":     wireAccess{GroupIDs: ch.groupIDs},
@@ -544,6 +581,9 @@ func (s *Sim) listChats(c *call) (any, *apiError) {
 		last := map[string]any{}
 		for _, tt := range ch.threads {
 			for _, ev := range tt.events {
+				if ev.Recipients == "agents" && ev.AuthorID != ch.customerID {
+					continue
+				}
 				last[ev.Type] = map[string]any{"thread_id": tt.id, "thread_created_at": fmtTime(tt.createdAt), "event": ev.wire()}
 			}
 		}
@@ -670,8 +710,13 @@ func (s *Sim) listGroupStatuses(c *call) (any, *apiError) {
 	return map[string]any{"groups_status": out}, nil
 }
 
+// getCustomer answers the customer with the fields LiveChat's Customer
+// object carries: email_verified (never, for customers created by an
+// agent_token grant), present (while the customer has an active chat) and
+// events_seen_up_to (what mark_events_as_seen recorded).
 func (s *Sim) getCustomer(c *call) (any, *apiError) {
-	if _, e := s.customerOf(c); e != nil {
+	cu, e := s.customerOf(c)
+	if e != nil {
 		return nil, e
 	}
 	v := s.customerView(c.customer)
@@ -679,6 +724,118 @@ func (s *Sim) getCustomer(c *call) (any, *apiError) {
 	if sf == nil {
 		sf = []map[string]string{}
 	}
-	return map[string]any{"id": v.ID, "type": "customer", "name": v.Name, "email": v.Email,
-		"avatar": v.Avatar, "session_fields": sf}, nil
+	cu.mu.Lock()
+	chatID := cu.chatID
+	cu.mu.Unlock()
+	present := false
+	if ch, ok := s.chats.get(chatID); ok {
+		ch.mu.Lock()
+		present = ch.active()
+		ch.mu.Unlock()
+	}
+	out := map[string]any{"id": v.ID, "type": "customer", "name": v.Name, "email": v.Email,
+		"avatar": v.Avatar, "session_fields": sf, "email_verified": false, "present": present,
+		"created_at": fmtTime(cu.createdAt)}
+	if !v.EventsSeenUpTo.IsZero() {
+		out["events_seen_up_to"] = fmtTime(v.EventsSeenUpTo)
+	}
+	return out, nil
+}
+
+// markEventsAsSeen records how far the customer has read. LiveChat keeps
+// the latest time; an earlier one changes nothing.
+func (s *Sim) markEventsAsSeen(c *call) (any, *apiError) {
+	var req struct {
+		ChatID   string `json:"chat_id"`
+		SeenUpTo string `json:"seen_up_to"`
+	}
+	if e := decodeBody(c.body, &req); e != nil {
+		return nil, e
+	}
+	if req.SeenUpTo == "" {
+		return nil, errValidation("`seen_up_to` is required")
+	}
+	at, err := time.Parse(time.RFC3339Nano, req.SeenUpTo)
+	if err != nil {
+		return nil, errValidation("`seen_up_to` must be an RFC 3339 time")
+	}
+	if _, e := s.ownChat(c, req.ChatID); e != nil {
+		return nil, e
+	}
+	cu, e := s.customerOf(c)
+	if e != nil {
+		return nil, e
+	}
+	cu.mu.Lock()
+	if at.After(cu.seenUpTo) {
+		cu.seenUpTo = at
+	}
+	cu.mu.Unlock()
+	return struct{}{}, nil
+}
+
+// sendRichMessagePostback takes the customer's press of a rich message
+// button: the event must be a rich_message in that thread of the
+// customer's chat, with a button of that postback ID.
+func (s *Sim) sendRichMessagePostback(c *call) (any, *apiError) {
+	var req struct {
+		ChatID   string `json:"chat_id"`
+		ThreadID string `json:"thread_id"`
+		EventID  string `json:"event_id"`
+		Postback *struct {
+			ID      string `json:"id"`
+			Toggled *bool  `json:"toggled"`
+		} `json:"postback"`
+	}
+	if e := decodeBody(c.body, &req); e != nil {
+		return nil, e
+	}
+	switch {
+	case req.ThreadID == "":
+		return nil, errValidation("`thread_id` is required")
+	case req.EventID == "":
+		return nil, errValidation("`event_id` is required")
+	case req.Postback == nil || req.Postback.ID == "":
+		return nil, errValidation("`postback.id` is required")
+	case req.Postback.Toggled == nil:
+		return nil, errValidation("`postback.toggled` is required")
+	}
+	ch, e := s.ownChat(c, req.ChatID)
+	if e != nil {
+		return nil, e
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	i := slices.IndexFunc(ch.threads, func(t *thread) bool { return t.id == req.ThreadID })
+	if i < 0 {
+		return nil, errNotFound("Thread not found")
+	}
+	j := slices.IndexFunc(ch.threads[i].events, func(e *event) bool { return e.ID == req.EventID })
+	if j < 0 {
+		return nil, errNotFound("Event not found")
+	}
+	ev := ch.threads[i].events[j]
+	if ev.Type != "rich_message" {
+		return nil, errValidation("Event is not a rich_message")
+	}
+	if !hasPostback(ev.Elements, req.Postback.ID) {
+		return nil, errNotFound("Postback not found")
+	}
+	// LiveChat tells the agent's app (and incoming_rich_message_postback
+	// webhooks); the event itself does not change.
+	return struct{}{}, nil
+}
+
+// hasPostback reports whether a button of the elements has postback id.
+func hasPostback(elements []any, id string) bool {
+	for _, el := range elements {
+		m, _ := el.(map[string]any)
+		buttons, _ := m["buttons"].([]any)
+		for _, b := range buttons {
+			if bm, _ := b.(map[string]any); bm["postback_id"] == id {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -17,6 +17,8 @@ type CustomerView struct {
 	Email         string              `json:"email,omitempty"`
 	Avatar        string              `json:"avatar,omitempty"`
 	SessionFields []map[string]string `json:"session_fields,omitempty"`
+	// EventsSeenUpTo is what mark_events_as_seen last recorded.
+	EventsSeenUpTo time.Time `json:"events_seen_up_to,omitzero"`
 }
 
 type customerView = CustomerView
@@ -53,7 +55,7 @@ func (s *Sim) customerView(id string) CustomerView {
 	cu.mu.Lock()
 	defer cu.mu.Unlock()
 	return CustomerView{ID: cu.id, Name: cu.name, Email: cu.email, Avatar: cu.avatar,
-		SessionFields: slices.Clone(cu.sessionFields)}
+		SessionFields: slices.Clone(cu.sessionFields), EventsSeenUpTo: cu.seenUpTo}
 }
 
 // Chats returns every chat, oldest first.
@@ -101,23 +103,19 @@ func (s *Sim) AgentNote(chatID, text string) error {
 	return err
 }
 
+// agentEvent and closeChat go through the Agent Chat API's own code
+// (sendAsAgent, endThread), so what the control API does is what an agent
+// in LiveChat's app does.
 func (s *Sim) agentEvent(chatID, text, visibility string) (string, error) {
 	ch, ok := s.chats.get(chatID)
 	if !ok {
 		return "", ErrNoChat
 	}
-	ch.mu.Lock()
-	t := ch.last()
-	if t == nil || !t.active {
-		ch.mu.Unlock()
+	id, e := s.sendAsAgent(ch, AgentID, &inEvent{Type: "message", Text: text, Visibility: visibility}, false)
+	if e != nil {
 		return "", ErrChatInactive
 	}
-	t.agentJoined = true
-	ev := s.addEvent(t, &inEvent{Type: "message", Text: text, Recipients: visibility}, AgentID)
-	d := s.eventDeliveries(ch, t, ev, "agent")
-	ch.mu.Unlock()
-	s.enqueue(d)
-	return ev.ID, nil
+	return id, nil
 }
 
 // CloseChat has the agent end the chat's active thread, firing
@@ -133,20 +131,9 @@ func (s *Sim) closeChat(chatID, by string) error {
 	if !ok {
 		return ErrNoChat
 	}
-	ch.mu.Lock()
-	t := ch.last()
-	if t == nil || !t.active {
-		ch.mu.Unlock()
+	if e := s.endThread(ch, by); e != nil {
 		return ErrChatInactive
 	}
-	t.active = false
-	payload := map[string]string{"chat_id": ch.id, "thread_id": t.id}
-	if by != "" {
-		payload["user_id"] = by
-	}
-	d := s.deliveriesFor("chat_deactivated", ch, payload, func(*webhookReg) bool { return true })
-	ch.mu.Unlock()
-	s.enqueue(d)
 	return nil
 }
 

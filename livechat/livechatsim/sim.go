@@ -1,8 +1,12 @@
 // Package livechatsim is an in-memory LiveChat: the accounts token
-// endpoints, the Customer Chat Web API actions handoff uses, the
-// Configuration API's webhook actions and webhook delivery, served on one
-// address with the same paths, bodies, error envelope and statuses as
-// LiveChat (per shared/reference/livechat-api.md).
+// endpoints, the Customer Chat Web API actions handoff uses, the Agent
+// Chat Web API subset its reconciliation sweep uses, the Configuration
+// API's webhook actions and webhook delivery, served on one address with
+// the same paths, bodies, error envelope and statuses as LiveChat's public
+// documentation (https://platform.text.com/docs/messaging/customer-chat-api,
+// https://platform.text.com/docs/messaging/agent-chat-api,
+// https://platform.text.com/docs/management/configuration-api) and its Go
+// SDK (https://github.com/livechat/lc-sdk-go) describe.
 //
 // It exists so the client, the worker and a local run can be tested
 // without LiveChat, including the failures that are hard to get from the
@@ -12,8 +16,8 @@
 // Go methods of the same names.
 //
 // The simulator deliberately does not import the client package: it is an
-// independent reading of the reference, so contract tests between the two
-// catch mistakes on either side.
+// independent reading of LiveChat's documentation, so contract tests
+// between the two catch mistakes on either side.
 package livechatsim
 
 import (
@@ -149,20 +153,24 @@ func (s *Sim) Close() {
 
 // Routes lists what the simulator serves.
 //
-//	POST /v2/token                                  refresh_token grant (form)
+//	POST /v2/token                                  refresh_token grant (form or JSON)
 //	POST /v2/customer/token, /customer/token        agent_token grant (JSON, agent bearer)
 //	POST /v3.5|v3.6|v3.7/customer/action/{action}   start_chat resume_chat send_event
 //	     deactivate_chat get_chat list_threads list_chats update_customer
 //	     set_customer_session_fields send_sneak_peek list_group_statuses
-//	     get_customer; GET get_dynamic_configuration?license_id=
+//	     get_customer mark_events_as_seen send_rich_message_postback;
+//	     GET get_dynamic_configuration?license_id= or ?organization_id=
+//	POST /v3.5|v3.6|v3.7/agent/action/{action}      list_chats get_chat list_threads
+//	     send_event transfer_chat deactivate_chat add_user_to_chat
 //	/v3.4-v3.7/configuration/action/{action}        GET get_organization_id?license_id=,
 //	     register_webhook list_webhooks unregister_webhook
-//	     enable_license_webhook get_license_webhooks_state
+//	     enable_license_webhooks disable_license_webhooks get_license_webhooks_state
 //	GET    /_sim/chats                              every chat with its events
 //	POST   /_sim/chats/{chat_id}/agent_message      {"text":..,"visibility":"all|agents"}
 //	POST   /_sim/chats/{chat_id}/close              {"by_router":false}
 //	GET|PUT|DELETE /_sim/faults                     Faults document
 //	GET    /_sim/stats                              requests per action and status
+//	                                                (Agent Chat API actions as agent/<action>)
 //	POST   /_sim/reset                              forget everything
 func (s *Sim) Routes() string {
 	return routesDoc
@@ -173,6 +181,7 @@ POST /v2/customer/token
 POST /customer/token
 POST /v{3.5,3.6,3.7}/customer/action/{action}
 GET  /v{3.5,3.6,3.7}/customer/action/get_dynamic_configuration
+POST /v{3.5,3.6,3.7}/agent/action/{action}
 POST /v{3.5,3.6,3.7}/configuration/action/{action}
 GET  /v{3.4,3.5,3.6,3.7}/configuration/action/get_organization_id
 GET  /_sim/chats
@@ -190,6 +199,7 @@ func (s *Sim) routes() {
 	m.HandleFunc("POST /customer/token", s.handleCustomerToken)
 	m.HandleFunc("/{version}/customer/action/{action}", s.handleAPI(apiCustomer))
 	m.HandleFunc("/{version}/configuration/action/{action}", s.handleAPI(apiConfiguration))
+	m.HandleFunc("/{version}/agent/action/{action}", s.handleAPI(apiAgent))
 	m.HandleFunc("GET /_sim/chats", s.handleSimChats)
 	m.HandleFunc("POST /_sim/chats/{chat_id}/agent_message", s.handleSimAgentMessage)
 	m.HandleFunc("POST /_sim/chats/{chat_id}/close", s.handleSimClose)

@@ -175,9 +175,12 @@ const (
 )
 
 type tokenInfo struct {
-	kind    tokenKind
-	entity  string // customer ID for customer tokens
-	expires time.Time
+	kind   tokenKind
+	entity string // customer ID for customer tokens, agent ID for agent tokens
+	// clientID is the app the token was issued to: with a bearer token
+	// LiveChat knows the owner of webhook registrations from it.
+	clientID string
+	expires  time.Time
 }
 
 type customer struct {
@@ -188,6 +191,8 @@ type customer struct {
 	sessionFields []map[string]string
 	chatID        string
 	createdAt     time.Time
+	// seenUpTo is what mark_events_as_seen last recorded.
+	seenUpTo time.Time
 }
 
 type chat struct {
@@ -214,15 +219,35 @@ func (c *chat) active() bool {
 }
 
 type thread struct {
-	id          string
-	active      bool
-	createdAt   time.Time
-	props       map[string]map[string]any
-	events      []*event
-	agentJoined bool
-	queuedAt    time.Time
+	id        string
+	active    bool
+	createdAt time.Time
+	props     map[string]map[string]any
+	events    []*event
+	agents    []string // agent IDs in the thread, in the order they joined
+	queuedAt  time.Time
 }
 
+// hasAgent reports whether id takes part in the thread.
+func (t *thread) hasAgent(id string) bool {
+	for _, a := range t.agents {
+		if a == id {
+			return true
+		}
+	}
+	return false
+}
+
+// join adds agent id to the thread once.
+func (t *thread) join(id string) {
+	if !t.hasAgent(id) {
+		t.agents = append(t.agents, id)
+	}
+}
+
+// event is a stored event with every field LiveChat keeps for its type:
+// a file's metadata, a rich message's template and elements, a filled
+// form's fields.
 type event struct {
 	ID                string
 	CustomID          string
@@ -234,9 +259,32 @@ type event struct {
 	Properties        map[string]any
 	URL               string
 	SystemMessageType string
+	file              fileMeta
+	TemplateID        string
+	Elements          []any
+	Fields            []any
+}
+
+// fileMeta is what LiveChat keeps about an uploaded file.
+type fileMeta struct {
+	Name         string `json:"name,omitempty"`
+	ContentType  string `json:"content_type,omitempty"`
+	Size         int64  `json:"size,omitempty"`
+	Width        int    `json:"width,omitempty"`
+	Height       int    `json:"height,omitempty"`
+	ThumbnailURL string `json:"thumbnail_url,omitempty"`
+	Thumbnail2x  string `json:"thumbnail2x_url,omitempty"`
 }
 
 // timeFormat is how LiveChat writes timestamps: microseconds, UTC.
 const timeFormat = "2006-01-02T15:04:05.000000Z"
 
 func fmtTime(t time.Time) string { return t.UTC().Format(timeFormat) }
+
+// fmtOptTime is fmtTime, or "" for the zero time.
+func fmtOptTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return fmtTime(t)
+}

@@ -46,14 +46,17 @@ func (s *Sim) registerWebhook(c *call) (any, *apiError) {
 		return nil, errValidation("`action` is not supported: " + w.Action)
 	case w.SecretKey == "":
 		return nil, errValidation("`secret_key` is required")
-	case w.OwnerClientID == "":
-		return nil, errValidation("`owner_client_id` is required")
 	case w.Type != "license" && w.Type != "bot":
 		return nil, errValidation("`type` must be license or bot")
 	}
 	if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, errValidation("`url` must be an http(s) URL")
 	}
+	owner, e := ownerClient(c, w.OwnerClientID)
+	if e != nil {
+		return nil, e
+	}
+	w.OwnerClientID = owner
 	s.hooksMu.Lock()
 	defer s.hooksMu.Unlock()
 	n := 0
@@ -76,15 +79,37 @@ type ownerRequest struct {
 	OwnerClientID string `json:"owner_client_id"`
 }
 
+// ownerClient is the app whose webhooks a request manages. With a bearer
+// token LiveChat knows it from the token, and owner_client_id may be
+// left out; with a Personal Access Token, which belongs to no app, it is
+// required. A bearer naming another app's client ID is refused.
+func ownerClient(c *call, named string) (string, *apiError) {
+	switch {
+	case c.pat && named == "":
+		return "", errValidation("`owner_client_id` is required with a Personal Access Token")
+	case c.pat:
+		return named, nil
+	case c.clientID == "":
+		// A bearer the sim did not issue, with no ClientID configured: it
+		// can only name its app.
+		if named == "" {
+			return "", errValidation("`owner_client_id` is required")
+		}
+		return named, nil
+	case named != "" && named != c.clientID:
+		return "", &apiError{Type: "authorization", Message: "Cannot manage webhooks of another client"}
+	}
+	return c.clientID, nil
+}
+
 func ownerOf(c *call) (ownerRequest, *apiError) {
 	var req ownerRequest
 	if e := decodeBody(c.body, &req); e != nil {
 		return req, e
 	}
-	if req.OwnerClientID == "" {
-		return req, errValidation("`owner_client_id` is required")
-	}
-	return req, nil
+	owner, e := ownerClient(c, req.OwnerClientID)
+	req.OwnerClientID = owner
+	return req, e
 }
 
 func (s *Sim) listWebhooks(c *call) (any, *apiError) {
@@ -128,13 +153,20 @@ func (s *Sim) unregisterWebhook(c *call) (any, *apiError) {
 	return struct{}{}, nil
 }
 
-func (s *Sim) enableLicenseWebhook(c *call) (any, *apiError) {
+// enableLicenseWebhooks turns the owner's license webhooks on; nothing
+// registered fires before that.
+func (s *Sim) enableLicenseWebhooks(c *call) (any, *apiError) { return s.setLicenseWebhooks(c, true) }
+
+// disableLicenseWebhooks turns them off again; registrations stay.
+func (s *Sim) disableLicenseWebhooks(c *call) (any, *apiError) { return s.setLicenseWebhooks(c, false) }
+
+func (s *Sim) setLicenseWebhooks(c *call, on bool) (any, *apiError) {
 	req, e := ownerOf(c)
 	if e != nil {
 		return nil, e
 	}
 	s.hooksMu.Lock()
-	s.enabled[req.OwnerClientID] = true
+	s.enabled[req.OwnerClientID] = on
 	s.hooksMu.Unlock()
 	return struct{}{}, nil
 }
