@@ -709,7 +709,7 @@ func TestNetworkPolicies(t *testing.T) {
 		nats    bool
 		redis   bool
 	}{
-		"gateway": {ingress: []peer{{"ingress-nginx", "http"}, {"monitoring", "http"}}, nats: true, redis: true},
+		"gateway": {ingress: []peer{{"ingress-nginx", "http"}, {"monitoring", "metrics"}}, nats: true, redis: true},
 		"worker":  {ingress: []peer{{"monitoring", "metrics"}}, nats: true, redis: true},
 		"setup":   {nats: true},
 	}

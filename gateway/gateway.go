@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -49,9 +50,12 @@ type Config struct {
 	// Keep it under the caller's own timeout (Dialogflow ES: 5 s, fixed)
 	// so the caller sees our 503 rather than its own timeout.
 	RequestTimeout time.Duration
-	// InsecureNoAuth turns authentication off on every endpoint. Only for
-	// local development.
-	InsecureNoAuth bool
+	// InsecureNoAuth turns authentication off on every endpoint except the
+	// LiveChat webhook's secret. Only for local development: CheckListen
+	// refuses it on an address other machines reach unless
+	// InsecureAllowRemote is set too.
+	InsecureNoAuth      bool
+	InsecureAllowRemote bool
 
 	// Dialogflow (ES and CX share them). Each configured credential is
 	// accepted on its own: basic auth, or the header DialogflowHeader with
@@ -181,17 +185,19 @@ var triggers = []string{TriggerIntent, TriggerTag, TriggerLiveAgentHandoff, Trig
 // Gateway is the HTTP ingress: Dialogflow ES and CX webhooks, the Google
 // Chat app endpoint and the REST API. It is an http.Handler.
 type Gateway struct {
-	cfg     Config
-	pub     *publisher.Publisher
-	st      store.Store
-	log     *slog.Logger
-	mux     *http.ServeMux
-	routes  []route
-	m       metrics
-	handoff phraseSet
-	cancel  phraseSet
-	chatJWT *chatVerifier
-	now     func() time.Time
+	cfg Config
+	pub *publisher.Publisher
+	st  store.Store
+	log *slog.Logger
+	// rejected logs refused requests, bounded (see rejectLog).
+	rejected *rejectLog
+	mux      *http.ServeMux
+	routes   []route
+	m        metrics
+	handoff  phraseSet
+	cancel   phraseSet
+	chatJWT  *chatVerifier
+	now      func() time.Time
 }
 
 type route struct {
@@ -228,14 +234,15 @@ func New(cfg Config, pub *publisher.Publisher, st store.Store, reg prometheus.Re
 		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
 	g := &Gateway{
-		cfg:     cfg,
-		pub:     pub,
-		st:      st,
-		log:     log,
-		mux:     http.NewServeMux(),
-		handoff: newPhraseSet(cfg.HandoffPhrases, true),
-		cancel:  newPhraseSet(cfg.CancelPhrases, false),
-		now:     time.Now,
+		cfg:      cfg,
+		pub:      pub,
+		st:       st,
+		log:      log,
+		rejected: newRejectLog(log),
+		mux:      http.NewServeMux(),
+		handoff:  newPhraseSet(cfg.HandoffPhrases, true),
+		cancel:   newPhraseSet(cfg.CancelPhrases, false),
+		now:      time.Now,
 	}
 	if cfg.ChatAudience != "" {
 		g.chatJWT = newChatVerifier(cfg)
@@ -337,6 +344,36 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// MaxHeaderBytes bounds a request's headers for the gateway's server (Go's
+// default is 1 MiB): a webhook call needs a few KiB, and an outsider's
+// headers must not be able to cost more.
+const MaxHeaderBytes = 16 << 10
+
+// CheckListen refuses to serve without authentication on an address that
+// other machines can reach, unless InsecureAllowRemote says so too: one
+// forgotten development flag must not open a public port.
+func (c *Config) CheckListen(addr string) error {
+	if !c.InsecureNoAuth || c.InsecureAllowRemote || isLoopback(addr) {
+		return nil
+	}
+	return fmt.Errorf("gateway config: insecure-no-auth on %q, which is not a loopback address: listen on 127.0.0.1 or [::1], or also set insecure-allow-remote", addr)
+}
+
+// isLoopback reports whether addr (host:port) listens on loopback only.
+// An empty host is every interface; a name other than localhost may
+// resolve to anything, so it is not loopback.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // ServeHTTP makes the gateway an http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
 
@@ -363,8 +400,9 @@ func (g *Gateway) Ready(ctx context.Context) error {
 
 func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
 	if err := g.Ready(r.Context()); err != nil {
-		g.log.Warn("not ready", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		// Anyone may ask: the backend's words go to the log only.
+		g.rejected.Warn("not ready", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", reasonNotReady)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -382,8 +420,11 @@ func (g *Gateway) handle(method, pattern, endpoint string, auth func(*http.Reque
 		}
 		if auth != nil && !g.cfg.InsecureNoAuth {
 			if err := auth(r); err != nil {
-				g.log.Info("unauthenticated request", "endpoint", endpoint, "reason", err.Error(), "remote", r.RemoteAddr)
-				writeError(w, http.StatusUnauthorized, "unauthorized", err.Error())
+				// The reason may quote the request (a token's issuer)
+				// or name the configuration: bounded in the log, generic
+				// in the answer.
+				g.rejected.Info("unauthenticated request", "endpoint", endpoint, "reason", truncate(err.Error()), "remote", r.RemoteAddr)
+				writeError(w, http.StatusUnauthorized, "unauthorized", reasonUnauthorized)
 				return
 			}
 		}

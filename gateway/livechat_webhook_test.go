@@ -60,8 +60,9 @@ func TestLiveChatWebhook(t *testing.T) {
 		{"rich message (a card, no text of its own)", webhookBody("incoming_event", testWebhookSecret, richEvent), 200, `"relayed"`, 3, handoff.ModeAgent},
 		{"unknown chat", webhookBody("incoming_event", testWebhookSecret, strings.Replace(agentEvent("X_1", "message", "agent-1", "all", "hi"), "PS0X0L086G", "OTHERCHAT", 1)), 200, "unknown chat", 3, handoff.ModeAgent},
 		{"unused action", webhookBody("chat_transferred", testWebhookSecret, `{"chat_id":"PS0X0L086G"}`), 200, "not used", 3, handoff.ModeAgent},
-		{"wrong secret", webhookBody("incoming_event", "guess", agentEvent("PZ070E0W1B_7", "message", "agent-1", "all", "x")), 401, "secret_key", 3, handoff.ModeAgent},
-		{"malformed", `{"action":`, 400, "error", 3, handoff.ModeAgent},
+		{"wrong secret", webhookBody("incoming_event", "guess", agentEvent("PZ070E0W1B_7", "message", "agent-1", "all", "x")), 401, `"reason":"missing or invalid credentials"`, 3, handoff.ModeAgent},
+		{"malformed: no secret can be read", `{"action":`, 401, "unauthorized", 3, handoff.ModeAgent},
+		{"right secret, malformed payload", webhookBody("incoming_event", testWebhookSecret, `[1]`), 400, `"reason":"not a LiveChat webhook delivery"`, 3, handoff.ModeAgent},
 		{"chat closed by the agent", webhookBody("chat_deactivated", testWebhookSecret, `{"chat_id":"PS0X0L086G","thread_id":"PZ070E0W1B","user_id":"agent@example.com"}`), 200, `"chat.closed"`, 3, handoff.ModeClosed},
 	}
 	for _, c := range cases {

@@ -2,6 +2,7 @@ package livechat
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -64,11 +65,14 @@ func isObject(raw json.RawMessage) bool {
 
 // CheckSecret reports whether the delivery carries secret, in constant
 // time: the body's secret_key is the only proof that LiveChat sent it.
+// Both sides are hashed first: comparing the raw bytes returns at once on
+// a length mismatch, which would tell a prober the secret's length.
 func (d WebhookDelivery) CheckSecret(secret string) bool {
 	if secret == "" {
 		return false
 	}
-	return subtle.ConstantTimeCompare([]byte(d.SecretKey), []byte(secret)) == 1
+	a, b := sha256.Sum256([]byte(d.SecretKey)), sha256.Sum256([]byte(secret))
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
 }
 
 // IncomingEventPayload is the payload of incoming_event.

@@ -25,6 +25,7 @@ type gatewayOptions struct {
 	nats     natsFlags
 	log      logging
 	listen   string
+	metrics  string
 	store    storeFlags
 	source   string
 	shutdown time.Duration
@@ -46,13 +47,15 @@ func gatewayFlags(o *gatewayOptions) *flags {
 	o.nats.register(f, false)
 	o.log.register(f)
 	f.String(&o.listen, "listen", "HANDOFF_GATEWAY_LISTEN", ":8080", "address to serve HTTP on")
+	f.String(&o.metrics, "metrics-addr", "HANDOFF_GATEWAY_METRICS_ADDR", "", "serve /metrics (and /healthz, /readyz) on this separate address, off the public listener (empty: /metrics on --listen)")
 	o.store.register(f, true)
 	f.String(&o.source, "source", "HANDOFF_GATEWAY_SOURCE", "handoff-gateway", "CloudEvents source of published events")
 	f.Duration(&o.shutdown, "shutdown-timeout", "HANDOFF_GATEWAY_SHUTDOWN_TIMEOUT", 10*time.Second, "how long in-flight requests may finish on shutdown")
 	f.Duration(&o.cfg.RequestTimeout, "request-timeout", "HANDOFF_GATEWAY_REQUEST_TIMEOUT", d.RequestTimeout, "bound on one request, publishing included; keep it under Dialogflow's 5s")
 	f.Int64(&o.cfg.MaxBodyBytes, "max-body-bytes", "HANDOFF_GATEWAY_MAX_BODY_BYTES", d.MaxBodyBytes, "largest request body accepted (413 above)")
 	f.String(&o.cfg.LiveChatWebhookSecret, "livechat-webhook-secret", "HANDOFF_GATEWAY_LIVECHAT_WEBHOOK_SECRET", "", "secret_key of the LiveChat webhooks; serves /livechat/webhook (agent messages and closed chats) when set")
-	f.Bool(&o.cfg.InsecureNoAuth, "insecure-no-auth", "HANDOFF_GATEWAY_INSECURE_NO_AUTH", false, "turn authentication off on every endpoint (local development only)")
+	f.Bool(&o.cfg.InsecureNoAuth, "insecure-no-auth", "HANDOFF_GATEWAY_INSECURE_NO_AUTH", false, "turn authentication off on every endpoint but the LiveChat webhook (local development only; loopback --listen only)")
+	f.Bool(&o.cfg.InsecureAllowRemote, "insecure-allow-remote", "HANDOFF_GATEWAY_INSECURE_ALLOW_REMOTE", false, "allow --insecure-no-auth on a --listen address other machines can reach")
 
 	f.String(&o.cfg.DialogflowUsername, "dialogflow-username", "HANDOFF_GATEWAY_DIALOGFLOW_USERNAME", "", "Dialogflow webhook basic auth user name")
 	f.String(&o.cfg.DialogflowPassword, "dialogflow-password", "HANDOFF_GATEWAY_DIALOGFLOW_PASSWORD", "", "Dialogflow webhook basic auth password")
@@ -192,7 +195,7 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return usageError{fmt.Errorf("gateway: %w", err)}
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(cfg.Validate(), cfg.CheckListen(o.listen)); err != nil {
 		// Before connecting anywhere: a missing secret is a usage error.
 		return usageError{fmt.Errorf("gateway: %w", err)}
 	}
@@ -222,16 +225,18 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageError{fmt.Errorf("gateway: %w", err)}
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if o.metrics == "" {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	} else {
+		stopMetrics, err := serveOps(o.metrics, reg, log, gw.Ready)
+		if err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+		defer stopMetrics()
+	}
 	mux.Handle("/", gw)
 
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       cfg.RequestTimeout + 5*time.Second,
-		WriteTimeout:      cfg.RequestTimeout + 5*time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
+	srv := gatewayServer(mux, cfg)
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("gateway: listen on %s: %w", o.listen, err)
@@ -252,4 +257,18 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("gateway: shutdown: %w", err)
 	}
 	return nil
+}
+
+// gatewayServer bounds what a client can hold or send: slow headers,
+// bodies and readers time out, and headers stop at gateway.MaxHeaderBytes
+// (431 above).
+func gatewayServer(h http.Handler, cfg gateway.Config) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       cfg.RequestTimeout + 5*time.Second,
+		WriteTimeout:      cfg.RequestTimeout + 5*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    gateway.MaxHeaderBytes,
+	}
 }

@@ -2,6 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,5 +118,69 @@ func TestGatewayConfigFromFlags(t *testing.T) {
 	}
 	if _, err := bad.config(); err == nil || !strings.Contains(err.Error(), "--groups") {
 		t.Errorf("bad --groups: %v", err)
+	}
+}
+
+// Issue 11 items 4-6 as the binary runs: headers stop at 16 KiB, /metrics
+// moves to --metrics-addr off the public listener, and --insecure-no-auth
+// refuses an address other machines reach unless --insecure-allow-remote.
+func TestGatewayListeners(t *testing.T) {
+	n := testenv.StartNATS(t)
+	r := testenv.StartRedis(t)
+	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runGateway(ctx, []string{"--nats-url", n.URL(), "--redis-url", r.URL(), "--redis-prefix", r.Prefix(),
+			"--listen", listen, "--metrics-addr", metrics, "--api-keys", "k1"}, io.Discard)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("gateway: %v", err)
+		}
+	})
+	if err := waitListening(ctx, listen); err != nil {
+		t.Fatal(err)
+	}
+	get := func(url string, header map[string]string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get("http://"+listen+"/metrics", nil); code != http.StatusNotFound {
+		t.Errorf("/metrics on the public listener: %d, want 404", code)
+	}
+	if code := get("http://"+metrics+"/metrics", nil); code != http.StatusOK {
+		t.Errorf("/metrics on --metrics-addr: %d, want 200", code)
+	}
+	if code := get("http://"+listen+"/healthz", map[string]string{"X-Big": strings.Repeat("a", 20<<10)}); code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("20 KiB of headers: %d, want 431", code)
+	}
+
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--insecure-no-auth", "--listen", ":0"}, 2, "insecure-allow-remote"},
+		{[]string{"--insecure-no-auth", "--listen", "0.0.0.0:0"}, 2, "not a loopback address"},
+		// Allowed: it gets as far as dialling NATS, which is closed.
+		{[]string{"--insecure-no-auth", "--insecure-allow-remote", "--listen", ":0"}, 1, "connect to NATS"},
+		{[]string{"--insecure-no-auth", "--listen", "127.0.0.1:0"}, 1, "connect to NATS"},
+	} {
+		code, _, errs := runCLI(t, append([]string{"gateway", "--nats-url", "nats://127.0.0.1:1"}, c.args...)...)
+		if code != c.code || !strings.Contains(errs, c.want) {
+			t.Errorf("gateway %v: exit %d, stderr %q; want %d mentioning %q", c.args, code, errs, c.code, c.want)
+		}
 	}
 }
