@@ -15,18 +15,48 @@ import (
 // EventType names what happened. The values are the CloudEvents `type`.
 type EventType string
 
-// The event kinds. The first three travel from the bot to LiveChat; the last
-// two travel back from LiveChat to the bot.
+// The event kinds. The first three travel from the bot to LiveChat; the
+// others travel back from LiveChat to the user (see Reverse): an agent's
+// message, the chat's end, and the status kinds that tell the user who has
+// the conversation (queued, agent joined, transferred, no agent available).
 const (
-	TypeHandoffRequested EventType = "handoff.requested"
-	TypeMessageUser      EventType = "message.user"
-	TypeHandoffCancelled EventType = "handoff.cancelled"
-	TypeMessageAgent     EventType = "message.agent"
-	TypeChatClosed       EventType = "chat.closed"
+	TypeHandoffRequested  EventType = "handoff.requested"
+	TypeMessageUser       EventType = "message.user"
+	TypeHandoffCancelled  EventType = "handoff.cancelled"
+	TypeMessageAgent      EventType = "message.agent"
+	TypeChatClosed        EventType = "chat.closed"
+	TypeChatQueued        EventType = "chat.queued"
+	TypeAgentJoined       EventType = "agent.joined"
+	TypeChatTransferred   EventType = "chat.transferred"
+	TypeAgentsUnavailable EventType = "agents.unavailable"
 )
 
 // EventTypes lists every known event type, in a stable order.
-var EventTypes = []EventType{TypeHandoffRequested, TypeMessageUser, TypeHandoffCancelled, TypeMessageAgent, TypeChatClosed}
+var EventTypes = []EventType{
+	TypeHandoffRequested, TypeMessageUser, TypeHandoffCancelled,
+	TypeMessageAgent, TypeChatClosed,
+	TypeChatQueued, TypeAgentJoined, TypeChatTransferred, TypeAgentsUnavailable,
+}
+
+// Reverse reports whether events of type t travel from LiveChat back to
+// the user (stream HANDOFF_OUT) rather than from the bot to LiveChat.
+func (t EventType) Reverse() bool {
+	switch t {
+	case TypeMessageAgent, TypeChatClosed, TypeChatQueued, TypeAgentJoined, TypeChatTransferred, TypeAgentsUnavailable:
+		return true
+	}
+	return false
+}
+
+// Status reports whether t is a status kind: news about who has the
+// conversation, rendered as text on surfaces without their own status UI.
+func (t EventType) Status() bool {
+	switch t {
+	case TypeChatQueued, TypeAgentJoined, TypeChatTransferred, TypeAgentsUnavailable:
+		return true
+	}
+	return false
+}
 
 // Known reports whether t is an event type handoff understands.
 func (t EventType) Known() bool {
@@ -95,6 +125,11 @@ type HandoffCancelled struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// Every reverse kind's data carries ReplyTo and Language, stamped by the
+// gateway from the conversation record when it relays the event, so the
+// outbound side can deliver and render it without another lookup (it falls
+// back to the record when they are empty).
+
 // AgentMessage is the data of a message.agent event: an agent wrote to the
 // user.
 type AgentMessage struct {
@@ -116,8 +151,55 @@ type AgentMessage struct {
 type ChatClosed struct {
 	ChatID   string `json:"chat_id"`
 	ThreadID string `json:"thread_id,omitempty"`
+	// ClosedBy is the LiveChat user who closed it; empty when LiveChat's
+	// router closed it (the thread went idle).
 	ClosedBy string `json:"closed_by,omitempty"`
 	// ReplyTo and Language: as in AgentMessage.
+	ReplyTo  ReplyTo `json:"reply_to,omitzero"`
+	Language string  `json:"language,omitempty"`
+}
+
+// ChatQueued is the data of a chat.queued event: the chat waits for a free
+// agent. Position (1 is next) and WaitSeconds (LiveChat's estimate) are
+// zero when LiveChat did not say.
+type ChatQueued struct {
+	ChatID      string  `json:"chat_id"`
+	Position    int     `json:"position,omitempty"`
+	WaitSeconds int     `json:"wait_seconds,omitempty"`
+	ReplyTo     ReplyTo `json:"reply_to,omitzero"`
+	Language    string  `json:"language,omitempty"`
+}
+
+// AgentJoined is the data of an agent.joined event: an agent took the chat.
+type AgentJoined struct {
+	ChatID    string  `json:"chat_id"`
+	AgentID   string  `json:"agent_id"`
+	AgentName string  `json:"agent_name,omitempty"`
+	ReplyTo   ReplyTo `json:"reply_to,omitzero"`
+	Language  string  `json:"language,omitempty"`
+}
+
+// ChatTransferred is the data of a chat.transferred event: the chat moved
+// to another group or agent (AgentID set when LiveChat named one).
+type ChatTransferred struct {
+	ChatID    string  `json:"chat_id"`
+	Group     *int    `json:"group,omitempty"`
+	AgentID   string  `json:"agent_id,omitempty"`
+	AgentName string  `json:"agent_name,omitempty"`
+	Reason    string  `json:"reason,omitempty"`
+	ReplyTo   ReplyTo `json:"reply_to,omitzero"`
+	Language  string  `json:"language,omitempty"`
+}
+
+// AgentsUnavailable is the data of an agents.unavailable event: LiveChat
+// found no agent for the chat (everyone offline). Reason is LiveChat's
+// word for it (e.g. "routing.archived_offline"). Whether the user keeps
+// waiting or goes back to the bot is the gateway's --when-no-agents; Back
+// says which happened.
+type AgentsUnavailable struct {
+	ChatID   string  `json:"chat_id"`
+	Reason   string  `json:"reason,omitempty"`
+	Back     bool    `json:"back_to_bot,omitempty"`
 	ReplyTo  ReplyTo `json:"reply_to,omitzero"`
 	Language string  `json:"language,omitempty"`
 }
@@ -238,6 +320,14 @@ func (e Event) Payload() (any, error) {
 		p = new(AgentMessage)
 	case TypeChatClosed:
 		p = new(ChatClosed)
+	case TypeChatQueued:
+		p = new(ChatQueued)
+	case TypeAgentJoined:
+		p = new(AgentJoined)
+	case TypeChatTransferred:
+		p = new(ChatTransferred)
+	case TypeAgentsUnavailable:
+		p = new(AgentsUnavailable)
 	default:
 		return nil, invalid("type", "unknown event type %q", string(e.Type))
 	}
@@ -304,6 +394,46 @@ func (m *AgentMessage) validate() error {
 
 func (c *ChatClosed) validate() error {
 	if c.ChatID == "" {
+		return invalid("data.chat_id", "is required")
+	}
+	return nil
+}
+
+func (q *ChatQueued) validate() error {
+	if q.ChatID == "" {
+		return invalid("data.chat_id", "is required")
+	}
+	if q.Position < 0 {
+		return invalid("data.position", "must not be negative")
+	}
+	if q.WaitSeconds < 0 {
+		return invalid("data.wait_seconds", "must not be negative")
+	}
+	return nil
+}
+
+func (a *AgentJoined) validate() error {
+	if a.ChatID == "" {
+		return invalid("data.chat_id", "is required")
+	}
+	if a.AgentID == "" {
+		return invalid("data.agent_id", "is required")
+	}
+	return nil
+}
+
+func (c *ChatTransferred) validate() error {
+	if c.ChatID == "" {
+		return invalid("data.chat_id", "is required")
+	}
+	if c.Group != nil && *c.Group < 0 {
+		return invalid("data.group", "must not be negative")
+	}
+	return nil
+}
+
+func (a *AgentsUnavailable) validate() error {
+	if a.ChatID == "" {
 		return invalid("data.chat_id", "is required")
 	}
 	return nil

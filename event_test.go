@@ -29,7 +29,12 @@ func TestEventRoundTripEveryType(t *testing.T) {
 		{handoff.TypeMessageUser, &handoff.UserMessage{Text: "my order is late", Attachments: []string{"https://example.com/a.png"}}},
 		{handoff.TypeHandoffCancelled, &handoff.HandoffCancelled{Reason: "user went back to bot"}},
 		{handoff.TypeMessageAgent, &handoff.AgentMessage{Text: "Hi, I'm Tom", AgentID: "a1", AgentName: "Tom", ChatID: "PS0X0L086G", LiveChatEventID: "PZ070E0W1B_3"}},
-		{handoff.TypeChatClosed, &handoff.ChatClosed{ChatID: "PS0X0L086G", ThreadID: "PZ070E0W1B", ClosedBy: "agent@example.com"}},
+		{handoff.TypeChatClosed, &handoff.ChatClosed{ChatID: "PS0X0L086G", ThreadID: "PZ070E0W1B", ClosedBy: "agent@example.com", Language: "pt"}},
+		{handoff.TypeChatQueued, &handoff.ChatQueued{ChatID: "PS0X0L086G", Position: 3, WaitSeconds: 120,
+			ReplyTo: handoff.ReplyTo{Channel: handoff.ChannelREST}, Language: "en"}},
+		{handoff.TypeAgentJoined, &handoff.AgentJoined{ChatID: "PS0X0L086G", AgentID: "agent@example.com", AgentName: "Agent Smith"}},
+		{handoff.TypeChatTransferred, &handoff.ChatTransferred{ChatID: "PS0X0L086G", Group: group(3), AgentID: "b@example.com", Reason: "manual"}},
+		{handoff.TypeAgentsUnavailable, &handoff.AgentsUnavailable{ChatID: "PS0X0L086G", Reason: "routing.archived_offline", Back: true}},
 	}
 	if len(cases) != len(handoff.EventTypes) {
 		t.Fatalf("test covers %d types, domain has %d", len(cases), len(handoff.EventTypes))
@@ -114,6 +119,34 @@ func TestValidateNamesTheField(t *testing.T) {
 			e.Type = handoff.TypeMessageAgent
 			e.Data = json.RawMessage(`{"text":"x"}`)
 		}, "data.chat_id"},
+		{"queued without chat", func(e *handoff.Event) {
+			e.Type = handoff.TypeChatQueued
+			e.Data = json.RawMessage(`{"position":2}`)
+		}, "data.chat_id"},
+		{"queued at a negative position", func(e *handoff.Event) {
+			e.Type = handoff.TypeChatQueued
+			e.Data = json.RawMessage(`{"chat_id":"C1","position":-1}`)
+		}, "data.position"},
+		{"queued with a negative wait", func(e *handoff.Event) {
+			e.Type = handoff.TypeChatQueued
+			e.Data = json.RawMessage(`{"chat_id":"C1","wait_seconds":-5}`)
+		}, "data.wait_seconds"},
+		{"agent joined without agent", func(e *handoff.Event) {
+			e.Type = handoff.TypeAgentJoined
+			e.Data = json.RawMessage(`{"chat_id":"C1","agent_name":"Tom"}`)
+		}, "data.agent_id"},
+		{"transferred to a negative group", func(e *handoff.Event) {
+			e.Type = handoff.TypeChatTransferred
+			e.Data = json.RawMessage(`{"chat_id":"C1","group":-2}`)
+		}, "data.group"},
+		{"agents unavailable without chat", func(e *handoff.Event) {
+			e.Type = handoff.TypeAgentsUnavailable
+			e.Data = json.RawMessage(`{"reason":"routing.archived_offline"}`)
+		}, "data.chat_id"},
+		{"position is not a number", func(e *handoff.Event) {
+			e.Type = handoff.TypeChatQueued
+			e.Data = json.RawMessage(`{"chat_id":"C1","position":"first"}`)
+		}, "data"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -131,6 +164,19 @@ func TestValidateNamesTheField(t *testing.T) {
 				t.Errorf("error %q should match ErrInvalid and name %q", err, c.field)
 			}
 		})
+	}
+}
+
+func TestReverseKindsAreTheOnesFromLiveChat(t *testing.T) {
+	for _, typ := range handoff.EventTypes {
+		inbound := typ == handoff.TypeHandoffRequested || typ == handoff.TypeMessageUser || typ == handoff.TypeHandoffCancelled
+		if typ.Reverse() == inbound {
+			t.Errorf("%s: Reverse() = %v", typ, typ.Reverse())
+		}
+		status := typ == handoff.TypeChatQueued || typ == handoff.TypeAgentJoined || typ == handoff.TypeChatTransferred || typ == handoff.TypeAgentsUnavailable
+		if typ.Status() != status {
+			t.Errorf("%s: Status() = %v", typ, typ.Status())
+		}
 	}
 }
 

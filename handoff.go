@@ -95,6 +95,30 @@ const (
 	ChannelREST         Channel = "rest"
 )
 
+// MaxAgents bounds Conversation.Agents: a chat transferred around more
+// often than this forgets its oldest names (the message still arrives,
+// without a name).
+const MaxAgents = 16
+
+// SetAgent records an agent's name. It reports whether the record changed.
+func (c *Conversation) SetAgent(id, name string) bool {
+	if id == "" || name == "" || c.Agents[id] == name {
+		return false
+	}
+	if c.Agents == nil {
+		c.Agents = map[string]string{}
+	}
+	if _, ok := c.Agents[id]; !ok && len(c.Agents) >= MaxAgents {
+		// No order is kept; any old name may go, the newest must stay.
+		for k := range c.Agents {
+			delete(c.Agents, k)
+			break
+		}
+	}
+	c.Agents[id] = name
+	return true
+}
+
 // Conversation is the state of one conversation as the worker and the
 // gateway share it. Version increases by one on every change and fences
 // concurrent writers: a write that does not name the current version fails.
@@ -129,8 +153,15 @@ type Conversation struct {
 	// another Nats-Msg-Id) is recognised whatever JetStream remembers.
 	Applied AppliedEvents `json:"applied,omitempty"`
 	ReplyTo ReplyTo       `json:"reply_to,omitzero"`
-	Version int64         `json:"version"`
-	Updated time.Time     `json:"updated,omitzero"`
+	// Language is the user's language code as the bot surface said it at
+	// the handoff, for the texts told to the user.
+	Language string `json:"language,omitempty"`
+	// Agents maps the LiveChat agents seen in the chat (ID to name), so an
+	// agent's message can carry the name although LiveChat's message
+	// webhook does not. At most MaxAgents entries; SetAgent keeps it so.
+	Agents  map[string]string `json:"agents,omitempty"`
+	Version int64             `json:"version"`
+	Updated time.Time         `json:"updated,omitzero"`
 }
 
 // MaxAppliedEvents caps the event IDs a conversation remembers: at about

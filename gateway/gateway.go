@@ -19,6 +19,7 @@ import (
 	"github.com/handoff-dev/handoff"
 	"github.com/handoff-dev/handoff/publisher"
 	"github.com/handoff-dev/handoff/store"
+	"github.com/handoff-dev/handoff/texts"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -136,6 +137,10 @@ type Config struct {
 	// InsecureNoAuth: the endpoint writes conversation modes, and without a
 	// registered secret no real LiveChat would call it anyway.
 	LiveChatWebhookSecret string
+
+	// Texts are the status and closing lines told to the user per
+	// language (package texts; the outbound delivery uses the same).
+	Texts texts.Set
 }
 
 // DefaultConfig returns the defaults documented in
@@ -166,6 +171,7 @@ func DefaultConfig() Config {
 		AckReply:           map[string]string{},
 		ChatBotReply:       map[string]string{"": `Say "agent" to talk to a person.`},
 		TranscriptTurns:    DefaultTranscriptTurns,
+		Texts:              texts.Defaults(),
 	}
 }
 

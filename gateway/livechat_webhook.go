@@ -132,7 +132,10 @@ func (g *Gateway) relayAgentEvent(ctx context.Context, d livechat.WebhookDeliver
 	if strings.TrimSpace(text) == "" {
 		return ignored("no text"), nil
 	}
-	msg := handoff.AgentMessage{Text: text, AgentID: ev.AuthorID, ChatID: p.ChatID, LiveChatEventID: ev.ID}
+	msg := handoff.AgentMessage{
+		Text: text, AgentID: ev.AuthorID, AgentName: rec.Agents[ev.AuthorID], ChatID: p.ChatID, LiveChatEventID: ev.ID,
+		ReplyTo: rec.ReplyTo, Language: rec.Language,
+	}
 	id := deriveID("livechat", p.ChatID, ev.ID)
 	if _, err := g.publishReverse(ctx, handoff.TypeMessageAgent, rec.ID, msg, id); err != nil {
 		return webhookResult{}, err
@@ -153,7 +156,7 @@ func (g *Gateway) relayChatClosed(ctx context.Context, d livechat.WebhookDeliver
 	if err != nil || !ok {
 		return ignored("unknown chat"), err
 	}
-	closed := handoff.ChatClosed{ChatID: p.ChatID, ThreadID: p.ThreadID, ClosedBy: p.UserID}
+	closed := handoff.ChatClosed{ChatID: p.ChatID, ThreadID: p.ThreadID, ClosedBy: p.UserID, ReplyTo: rec.ReplyTo, Language: rec.Language}
 	id := deriveID("livechat", "chat_deactivated", p.ChatID, p.ThreadID)
 	if _, err := g.publishReverse(ctx, handoff.TypeChatClosed, rec.ID, closed, id); err != nil {
 		return webhookResult{}, err

@@ -177,8 +177,7 @@ func (g *Gateway) requestHandoff(ctx context.Context, conversation string, req h
 	if !rcpt.Duplicate {
 		g.m.handoffs.WithLabelValues(trigger).Inc()
 	}
-	replyTo := req.ReplyTo
-	if err := g.setMode(ctx, conversation, handoff.ModePending, &replyTo); err != nil {
+	if err := g.setMode(ctx, conversation, handoff.ModePending, &req); err != nil {
 		// The event is stored; a retry with the same ID is dropped as a
 		// duplicate and marks the conversation again.
 		return publisher.Receipt{}, err
@@ -187,8 +186,9 @@ func (g *Gateway) requestHandoff(ctx context.Context, conversation string, req h
 }
 
 // setMode moves a conversation to pending (unless an agent already owns
-// it) or back to bot (if an agent owned it).
-func (g *Gateway) setMode(ctx context.Context, id string, mode handoff.Mode, replyTo *handoff.ReplyTo) error {
+// it) or back to bot (if an agent owned it). A handoff request's reply_to
+// and language are kept for the way back.
+func (g *Gateway) setMode(ctx context.Context, id string, mode handoff.Mode, req *handoff.HandoffRequested) error {
 	_, err := g.st.UpdateConversation(ctx, id, func(c *handoff.Conversation) error {
 		switch mode {
 		case handoff.ModePending:
@@ -201,8 +201,11 @@ func (g *Gateway) setMode(ctx context.Context, id string, mode handoff.Mode, rep
 			}
 		}
 		c.Mode = mode
-		if replyTo != nil && replyTo.Channel != "" {
-			c.ReplyTo = *replyTo
+		if req != nil && req.ReplyTo.Channel != "" {
+			c.ReplyTo = req.ReplyTo
+		}
+		if req != nil && req.Language != "" {
+			c.Language = req.Language
 		}
 		return nil
 	})

@@ -14,7 +14,11 @@ const (
 	InStream  = "HANDOFF_IN"
 	OutStream = "HANDOFF_OUT"
 	DLQStream = "HANDOFF_DLQ"
-	Consumer  = "handoff-worker"
+	// FeedStream keeps the user-facing events of every conversation for a
+	// while (limits retention), so SSE and pull readers can resume; the
+	// outbound consumer appends to it, the gateway reads it by subject.
+	FeedStream = "HANDOFF_FEED"
+	Consumer   = "handoff-worker"
 )
 
 // Config holds the settings operators may change. The zero value is not
@@ -34,6 +38,9 @@ type Config struct {
 	MaxAge time.Duration
 	// DLQMaxAge is how long dead letters are kept for inspection and replay.
 	DLQMaxAge time.Duration
+	// FeedMaxAge is how long user-facing events stay readable in the feed:
+	// the longest a stream client may be away and still resume.
+	FeedMaxAge time.Duration
 	// AckWait is how long a delivered event may go unacknowledged before
 	// JetStream gives it to another worker. Workers call InProgress during
 	// long calls, so this only needs to cover a crashed worker.
@@ -50,6 +57,7 @@ func DefaultConfig() Config {
 		MaxBytes:      1 << 30,
 		MaxAge:        7 * 24 * time.Hour,
 		DLQMaxAge:     14 * 24 * time.Hour,
+		FeedMaxAge:    24 * time.Hour,
 		AckWait:       30 * time.Second,
 		MaxAckPending: 20000,
 	}
@@ -111,6 +119,27 @@ func DLQStreamConfig(c Config) jetstream.StreamConfig {
 	}
 }
 
+// FeedStreamConfig is the user-facing feed: every event a user may see, one
+// subject per conversation, kept for FeedMaxAge whatever was read
+// (limits retention), oldest dropped first when full. Its Nats-Msg-Id is
+// the event ID, so an event appended twice inside the duplicate window is
+// stored once and a reader never sees it twice.
+func FeedStreamConfig(c Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        FeedStream,
+		Description: "handoff: user-facing events kept for resumable streams, one subject per conversation",
+		Subjects:    []string{FeedPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		Duplicates:  c.Duplicates,
+		MaxAge:      c.FeedMaxAge,
+		MaxBytes:    c.MaxBytes,
+		MaxMsgSize:  1 << 20,
+		Discard:     jetstream.DiscardOld,
+	}
+}
+
 // ConsumerConfig is the one durable pull consumer every worker process
 // shares. Explicit acks, unlimited deliveries (the worker dead-letters by its
 // own budget so nothing silently stays behind), and no server-side BackOff
@@ -140,7 +169,7 @@ type Change struct {
 // every item unchanged.
 func Setup(ctx context.Context, js jetstream.JetStream, c Config) ([]Change, error) {
 	var changes []Change
-	for _, sc := range []jetstream.StreamConfig{InStreamConfig(c), OutStreamConfig(c), DLQStreamConfig(c)} {
+	for _, sc := range []jetstream.StreamConfig{InStreamConfig(c), OutStreamConfig(c), DLQStreamConfig(c), FeedStreamConfig(c)} {
 		ch, err := ensureStream(ctx, js, sc)
 		if err != nil {
 			return changes, err

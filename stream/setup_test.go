@@ -44,6 +44,16 @@ func TestSetupIsIdempotent(t *testing.T) {
 		t.Errorf("inbound stream config = %+v", got)
 	}
 
+	feed, err := js.Stream(ctx, stream.FeedStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := feed.CachedInfo().Config
+	if fc.Retention != jetstream.LimitsPolicy || fc.Storage != jetstream.FileStorage || fc.MaxAge != 24*time.Hour ||
+		len(fc.Subjects) != 1 || fc.Subjects[0] != "handoff.feed.>" {
+		t.Errorf("feed stream config = %+v, want limits retention, file storage, 24h, handoff.feed.>", fc)
+	}
+
 	cfg.Duplicates = time.Minute
 	third, err := stream.Setup(ctx, js, cfg)
 	if err != nil {

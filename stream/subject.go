@@ -15,9 +15,10 @@ import (
 // the stream keeps a per-conversation order and the worker can ask for "the
 // oldest message still stored on this conversation's subject".
 const (
-	InPrefix  = "handoff.in."
-	OutPrefix = "handoff.out."
-	DLQPrefix = "handoff.dlq."
+	InPrefix   = "handoff.in."
+	OutPrefix  = "handoff.out."
+	DLQPrefix  = "handoff.dlq."
+	FeedPrefix = "handoff.feed."
 )
 
 const hexDigits = "0123456789ABCDEF"
@@ -86,9 +87,14 @@ func OutSubject(conversationID string) string { return OutPrefix + Token(convers
 // DLQSubject is the dead-letter subject of a conversation.
 func DLQSubject(conversationID string) string { return DLQPrefix + Token(conversationID) }
 
+// FeedSubject is the subject of a conversation's user-facing feed: every
+// event the user may see, kept for the feed's retention so a stream reader
+// can resume after a disconnect.
+func FeedSubject(conversationID string) string { return FeedPrefix + Token(conversationID) }
+
 // ConversationOf returns the conversation ID a handoff subject belongs to.
 func ConversationOf(subject string) (string, error) {
-	for _, p := range []string{InPrefix, OutPrefix, DLQPrefix} {
+	for _, p := range []string{InPrefix, OutPrefix, DLQPrefix, FeedPrefix} {
 		if strings.HasPrefix(subject, p) {
 			return ConversationID(subject[len(p):])
 		}
@@ -98,9 +104,9 @@ func ConversationOf(subject string) (string, error) {
 
 // Route returns the subject and stream an event of type t for conversation
 // is published to: bot-side events go to the inbound stream, LiveChat-side
-// events (message.agent, chat.closed) to the reverse path.
+// events (message.agent, chat.closed, the status kinds) to the reverse path.
 func Route(t handoff.EventType, conversationID string) (subject, streamName string) {
-	if t == handoff.TypeMessageAgent || t == handoff.TypeChatClosed {
+	if t.Reverse() {
 		return OutSubject(conversationID), OutStream
 	}
 	return InSubject(conversationID), InStream

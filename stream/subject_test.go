@@ -5,6 +5,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/handoff-dev/handoff"
 	"github.com/handoff-dev/handoff/stream"
 )
 
@@ -59,6 +60,26 @@ func TestTokenHostileIDs(t *testing.T) {
 func TestTokenKeepsReadableIDsReadable(t *testing.T) {
 	if got := stream.Token("projects/acme/agent/sessions/s-1"); got != "projects_2Facme_2Fagent_2Fsessions_2Fs-1" {
 		t.Errorf("Token = %q", got)
+	}
+}
+
+func TestFeedSubjectAndRoutes(t *testing.T) {
+	conv := "projects/acme/agent/sessions/s-1"
+	if got := stream.FeedSubject(conv); got != "handoff.feed.projects_2Facme_2Fagent_2Fsessions_2Fs-1" {
+		t.Errorf("FeedSubject = %q", got)
+	}
+	if back, err := stream.ConversationOf(stream.FeedSubject(conv)); err != nil || back != conv {
+		t.Errorf("ConversationOf(feed subject) = %q, %v", back, err)
+	}
+	for _, typ := range handoff.EventTypes {
+		subj, name := stream.Route(typ, conv)
+		want := stream.InStream
+		if typ.Reverse() {
+			want = stream.OutStream
+		}
+		if name != want || (want == stream.OutStream) != strings.HasPrefix(subj, stream.OutPrefix) {
+			t.Errorf("Route(%s) = %s on %s, want stream %s", typ, subj, name, want)
+		}
 	}
 }
 

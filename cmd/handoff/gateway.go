@@ -37,6 +37,7 @@ type gatewayOptions struct {
 	handoffPhrases, cancelPhrases                                  string
 	handoffReply, cancelReply, ackReply, chatBotReply, groups      string
 	group                                                          int
+	texts                                                          textOptions
 }
 
 // gatewayFlags declares every gateway flag; the docs test walks them.
@@ -89,6 +90,7 @@ func gatewayFlags(o *gatewayOptions) *flags {
 	f.Int(&o.group, "group", "HANDOFF_GATEWAY_GROUP", -1, "LiveChat group to route to (-1: LiveChat's default)")
 	f.String(&o.groups, "groups", "HANDOFF_GATEWAY_GROUPS", "", "LiveChat group per language, JSON, e.g. '{\"pt\":3}'")
 	f.Int(&o.cfg.TranscriptTurns, "transcript-turns", "HANDOFF_GATEWAY_TRANSCRIPT_TURNS", d.TranscriptTurns, "bot-side transcript entries kept per conversation for the agent")
+	o.texts.register(f)
 	return f
 }
 
@@ -141,6 +143,9 @@ func (o *gatewayOptions) config() (gateway.Config, error) {
 		if err := json.Unmarshal([]byte(o.groups), &c.Groups); err != nil {
 			errs = append(errs, fmt.Errorf("--groups: want a JSON object of language to group number: %w", err))
 		}
+	}
+	if c.Texts, err = o.texts.set(); err != nil {
+		errs = append(errs, err)
 	}
 	return c, errors.Join(errs...)
 }

@@ -51,6 +51,7 @@ func (n *natsFlags) register(f *flags, withStreams bool) {
 	f.Int64(&n.stream.MaxBytes, "stream-max-bytes", "HANDOFF_STREAM_MAX_BYTES", d.MaxBytes, "size bound of each stream; a full inbound stream refuses new events")
 	f.Duration(&n.stream.MaxAge, "stream-max-age", "HANDOFF_STREAM_MAX_AGE", d.MaxAge, "how long an unprocessed event may wait")
 	f.Duration(&n.stream.DLQMaxAge, "dlq-max-age", "HANDOFF_DLQ_MAX_AGE", d.DLQMaxAge, "how long dead letters are kept")
+	f.Duration(&n.stream.FeedMaxAge, "feed-max-age", "HANDOFF_FEED_MAX_AGE", d.FeedMaxAge, "how long user-facing events stay readable in the feed (HANDOFF_FEED), so event streams can resume")
 	f.Duration(&n.stream.AckWait, "ack-wait", "HANDOFF_ACK_WAIT", d.AckWait, "time before an unacknowledged event goes to another worker")
 	f.Int(&n.stream.MaxAckPending, "max-ack-pending", "HANDOFF_MAX_ACK_PENDING", d.MaxAckPending, "events in flight across all workers")
 }
