@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -153,7 +154,7 @@ func OpenRedis(rawURL string, opts ...Option) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewRedis(redis.NewUniversalClient(o), opts...), nil
+	return NewRedis(o.NewClient(), opts...), nil
 }
 
 // Key names, relative to the prefix. See the Keys section of Redis.
@@ -681,15 +682,56 @@ func (r *Redis) Close() error {
 
 // slogPrintf adapts go-redis' printf logger to slog, so its connection
 // messages come out in the service's format (JSON in production) instead of
-// as bare lines on stderr.
-type slogPrintf struct{ log *slog.Logger }
+// as bare lines on stderr. go-redis writes a line per failed dial: during a
+// failover that is hundreds a second, so each kind of line (its format) is
+// logged at most once per logEvery, with the number of lines left out since
+// the last one.
+type slogPrintf struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	by  map[string]*logRun
+}
 
-func (s slogPrintf) Printf(ctx context.Context, format string, v ...any) {
-	s.log.WarnContext(ctx, "redis: "+fmt.Sprintf(format, v...))
+type logRun struct {
+	last       time.Time
+	suppressed int
+}
+
+// logEvery is how often one kind of go-redis line may be logged.
+const logEvery = 10 * time.Second
+
+func (s *slogPrintf) Printf(ctx context.Context, format string, v ...any) {
+	now := time.Now()
+	s.mu.Lock()
+	run := s.by[format]
+	if run == nil {
+		if len(s.by) > 100 {
+			// go-redis has a few dozen formats; never grow without bound.
+			clear(s.by)
+		}
+		run = &logRun{}
+		s.by[format] = run
+	}
+	if !run.last.IsZero() && now.Sub(run.last) < logEvery {
+		run.suppressed++
+		s.mu.Unlock()
+		return
+	}
+	suppressed := run.suppressed
+	run.last, run.suppressed = now, 0
+	s.mu.Unlock()
+
+	// go-redis starts its lines with "redis: " already.
+	msg := "redis: " + strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: ")
+	if suppressed > 0 {
+		s.log.WarnContext(ctx, msg, "similar_lines_suppressed", suppressed)
+		return
+	}
+	s.log.WarnContext(ctx, msg)
 }
 
 // SetLogger sends go-redis' own log lines (failed dials, pool errors) to
 // log. go-redis keeps one logger per process, so call it once at start.
 func SetLogger(log *slog.Logger) {
-	redis.SetLogger(slogPrintf{log: log})
+	redis.SetLogger(&slogPrintf{log: log, by: map[string]*logRun{}})
 }

@@ -1,7 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,4 +65,35 @@ func TestScriptsSurviveARetry(t *testing.T) {
 			t.Fatalf("Remember by someone else = %v, %v; want not first", first, err)
 		}
 	})
+}
+
+// TestRedisLogLines checks go-redis' own lines: one "redis:" prefix, and a
+// burst of the same kind of line (failed dials during a failover) logged
+// once, the next line saying how many were left out.
+func TestRedisLogLines(t *testing.T) {
+	var buf bytes.Buffer
+	l := &slogPrintf{log: slog.New(slog.NewTextHandler(&buf, nil)), by: map[string]*logRun{}}
+	ctx := t.Context()
+	const dial = "redis: connection pool: failed to dial after %d attempts: %v"
+	for i := range 50 {
+		l.Printf(ctx, dial, 5, fmt.Errorf("dial tcp 127.0.0.1:%d: connect: connection refused", 7000+i))
+	}
+	l.Printf(ctx, "redis: unknown message type: %T", 1)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines for 50 failed dials and one other line; want 2:\n%s", len(lines), buf.String())
+	}
+	for _, line := range lines {
+		if strings.Contains(line, "redis: redis:") || !strings.Contains(line, `msg="redis: `) {
+			t.Errorf("line %q: want exactly one redis: prefix", line)
+		}
+	}
+
+	// The window has passed: the next dial failure is logged with the count.
+	l.by[dial].last = l.by[dial].last.Add(-logEvery)
+	buf.Reset()
+	l.Printf(ctx, dial, 5, errors.New("connection refused"))
+	if !strings.Contains(buf.String(), "similar_lines_suppressed=49") {
+		t.Errorf("line after the window = %q; want similar_lines_suppressed=49", buf.String())
+	}
 }

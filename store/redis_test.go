@@ -62,6 +62,7 @@ func TestParseRedisURL(t *testing.T) {
 		tls        bool
 		serverName string
 		cluster    bool
+		reload     time.Duration
 		err        string // substring of the error; "" for none
 	}{
 		{url: "redis://localhost:6379/0", addrs: []string{"localhost:6379"}},
@@ -72,9 +73,10 @@ func TestParseRedisURL(t *testing.T) {
 		{url: "redis+sentinel://s1:26379,s2:26380,s3/mymaster/2", addrs: []string{"s1:26379", "s2:26380", "s3:26379"}, master: "mymaster", db: 2},
 		{url: "redis+sentinel://:pw@s1/mymaster?sentinel_password=spw&sentinel_username=su", addrs: []string{"s1:26379"}, master: "mymaster", pass: "pw", sentUser: "su", sentPass: "spw"},
 		{url: "rediss+sentinel://s1,s2/m", addrs: []string{"s1:26379", "s2:26379"}, master: "m", tls: true},
-		{url: "redis+cluster://n1:7000,n2:7001,n3", addrs: []string{"n1:7000", "n2:7001", "n3:6379"}, cluster: true},
-		{url: "redis+cluster://n1:7000", addrs: []string{"n1:7000"}, cluster: true},
-		{url: "rediss+cluster://u:p@n1:7000,n2:7000/?read_timeout=1s", addrs: []string{"n1:7000", "n2:7000"}, cluster: true, tls: true, user: "u", pass: "p"},
+		{url: "redis+cluster://n1:7000,n2:7001,n3", addrs: []string{"n1:7000", "n2:7001", "n3:6379"}, cluster: true, reload: store.DefaultClusterReloadInterval},
+		{url: "redis+cluster://n1:7000", addrs: []string{"n1:7000"}, cluster: true, reload: store.DefaultClusterReloadInterval},
+		{url: "rediss+cluster://u:p@n1:7000,n2:7000/?read_timeout=1s", addrs: []string{"n1:7000", "n2:7000"}, cluster: true, tls: true, user: "u", pass: "p", reload: store.DefaultClusterReloadInterval},
+		{url: "redis+cluster://n1:7000?cluster_reload_interval=2s&dial_timeout=1s", addrs: []string{"n1:7000"}, cluster: true, reload: 2 * time.Second},
 
 		{url: "", err: "no scheme"},
 		{url: "localhost:6379", err: "no scheme"},
@@ -91,6 +93,10 @@ func TestParseRedisURL(t *testing.T) {
 		{url: "redis+sentinel://s1/m/x", err: "database"},
 		{url: "redis+cluster://n1/3", err: "only database 0"},
 		{url: "redis+cluster://n1,,n2", err: "empty host"},
+		{url: "redis+cluster://n1?cluster_reload_interval=soon", err: "cluster_reload_interval"},
+		{url: "redis+cluster://n1?cluster_reload_interval=0s", err: "cluster_reload_interval"},
+		{url: "redis://h?cluster_reload_interval=1s", err: "redis+cluster:// only"},
+		{url: "redis+sentinel://s1/m?cluster_reload_interval=1s", err: "redis+cluster:// only"},
 		{url: "redis://:secret@h/%zz", err: "invalid URL escape"},
 		{url: "redis://:secret@h/x", err: "database"},
 	}
@@ -114,6 +120,9 @@ func TestParseRedisURL(t *testing.T) {
 				o.SentinelUsername != tc.sentUser || o.SentinelPassword != tc.sentPass {
 				t.Fatalf("got addrs %q db %d master %q user %q pass %q sentinel %q/%q cluster %v",
 					o.Addrs, o.DB, o.MasterName, o.Username, o.Password, o.SentinelUsername, o.SentinelPassword, o.IsClusterMode)
+			}
+			if o.ClusterReloadInterval != tc.reload {
+				t.Fatalf("cluster reload interval = %v; want %v", o.ClusterReloadInterval, tc.reload)
 			}
 			if (o.TLSConfig != nil) != tc.tls {
 				t.Fatalf("TLS = %v; want %v", o.TLSConfig != nil, tc.tls)

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
@@ -26,6 +27,11 @@ import (
 //
 // The options are redis.ParseURL's (dial_timeout, read_timeout,
 // max_retries, pool_size, skip_verify, ...); an unknown option is an error.
+// Cluster URLs take one more, cluster_reload_interval (a Go duration,
+// default 10s): how often the client reloads the slot map when nothing
+// forces it to. A connection error to a node, or a CLUSTERDOWN, READONLY or
+// TRYAGAIN answer, also reloads it, at most once a second, so a promoted
+// replica is found within a second of its promotion.
 // Go-redis' default retries are kept (every write of Redis is idempotent).
 // With TLS on Sentinel or Cluster the server name is taken from each
 // address dialled, since the nodes are discovered at run time.
@@ -33,7 +39,7 @@ import (
 // The options returned also disable the CLIENT SETINFO identity and the
 // maintenance-notifications handshake (open-source Redis logs warnings for
 // both) and make go-redis honour context deadlines.
-func ParseRedisURL(rawURL string) (*redis.UniversalOptions, error) {
+func ParseRedisURL(rawURL string) (*RedisOptions, error) {
 	o, err := parseRedisURL(rawURL)
 	if err != nil {
 		// Never quote the URL itself: it may hold a password.
@@ -56,7 +62,36 @@ func ParseRedisURL(rawURL string) (*redis.UniversalOptions, error) {
 // pool_size.
 const DefaultPoolSize = 128
 
-func parseRedisURL(rawURL string) (*redis.UniversalOptions, error) {
+// DefaultClusterReloadInterval is how often a Cluster client reloads its
+// slot map when the URL sets no cluster_reload_interval. go-redis' own
+// default (60 s) is what made a failover cost a minute; one CLUSTER SLOTS
+// per process every 10 s costs nothing.
+const DefaultClusterReloadInterval = 10 * time.Second
+
+// RedisOptions is what a Redis URL says: go-redis' options, and the ones
+// its UniversalOptions have no field for.
+type RedisOptions struct {
+	redis.UniversalOptions
+	// ClusterReloadInterval is how often a Cluster client reloads its slot
+	// map unprompted (cluster_reload_interval); 0 on other URLs.
+	ClusterReloadInterval time.Duration
+}
+
+// NewClient returns a client for the options: a single-server, Sentinel
+// (failover) or Cluster client. The Cluster client reloads its slot map on
+// connection errors (see ParseRedisURL).
+func (o *RedisOptions) NewClient() redis.UniversalClient {
+	if !o.IsClusterMode {
+		return redis.NewUniversalClient(&o.UniversalOptions)
+	}
+	co := o.UniversalOptions.Cluster()
+	co.ClusterStateReloadInterval = o.ClusterReloadInterval
+	c := redis.NewClusterClient(co)
+	c.AddHook(&reloadOnError{cluster: c, every: time.Second})
+	return c
+}
+
+func parseRedisURL(rawURL string) (*RedisOptions, error) {
 	scheme, rest, ok := strings.Cut(rawURL, "://")
 	if !ok {
 		return nil, fmt.Errorf("no scheme: want redis://, rediss://, redis+sentinel:// or redis+cluster://")
@@ -108,6 +143,7 @@ func parseRedisURL(rawURL string) (*redis.UniversalOptions, error) {
 	u.Host = addrs[0]
 	q := u.Query()
 	var master, sentinelUser, sentinelPass string
+	var reload time.Duration
 	switch kind {
 	case "sentinel":
 		segs := strings.FieldsFunc(u.Path, func(r rune) bool { return r == '/' })
@@ -128,13 +164,26 @@ func parseRedisURL(rawURL string) (*redis.UniversalOptions, error) {
 		if q.Has("db") {
 			return nil, fmt.Errorf("%s URL selects a database; Cluster has only database 0", scheme)
 		}
+		reload = DefaultClusterReloadInterval
+		if q.Has("cluster_reload_interval") {
+			d, err := time.ParseDuration(q.Get("cluster_reload_interval"))
+			if err != nil || d <= 0 {
+				return nil, fmt.Errorf("%s URL: cluster_reload_interval %q: want a positive duration such as 10s", scheme, q.Get("cluster_reload_interval"))
+			}
+			reload = d
+			q.Del("cluster_reload_interval")
+			u.RawQuery = q.Encode()
+		}
+	}
+	if kind != "cluster" && q.Has("cluster_reload_interval") {
+		return nil, fmt.Errorf("%s URL: cluster_reload_interval applies to redis+cluster:// only", scheme)
 	}
 	so, err := redis.ParseURL(u.String())
 	if err != nil {
 		return nil, fmt.Errorf("%s URL: %w", scheme, redactErr(err))
 	}
 
-	o := &redis.UniversalOptions{
+	o := &RedisOptions{ClusterReloadInterval: reload, UniversalOptions: redis.UniversalOptions{
 		Addrs:                   addrs,
 		DB:                      so.DB,
 		ClientName:              so.ClientName,
@@ -165,7 +214,7 @@ func parseRedisURL(rawURL string) (*redis.UniversalOptions, error) {
 		SentinelUsername:        sentinelUser,
 		SentinelPassword:        sentinelPass,
 		IsClusterMode:           kind == "cluster",
-	}
+	}}
 	if o.TLSConfig != nil && kind != "" {
 		// Nodes are discovered at run time: verify each against the name
 		// it is dialled by (tls.DialWithDialer fills an empty ServerName).

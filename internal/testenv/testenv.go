@@ -337,16 +337,31 @@ func (r *Redis) Start() {
 	if r.cmd != nil {
 		return
 	}
-	cmd := exec.Command("redis-server",
-		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+	r.cmd = startRedisServer(r.t, r.port,
 		// Append-only with fsync every write, so a stopped (or killed)
 		// server comes back with its data, as a production Redis would.
-		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir,
-		"--protected-mode", "no", "--loglevel", "warning")
+		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir)
+}
+
+// startRedisServer runs redis-server on 127.0.0.1:port with args added and
+// waits until it accepts connections; it fails the test with the server's
+// log if it does not within 10 s.
+func startRedisServer(t testing.TB, port int, args ...string) *exec.Cmd {
+	t.Helper()
+	return startRedisProcess(t, "redis-server", port, append([]string{
+		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--protected-mode", "no", "--loglevel", "warning"}, args...)...)
+}
+
+// startRedisProcess runs bin with args and waits until port accepts
+// connections.
+func startRedisProcess(t testing.TB, bin string, port int, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	out, _ := cmd.StdoutPipe()
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
-		r.t.Fatalf("testenv: start redis-server: %v", err)
+		t.Fatalf("testenv: start %s: %v", bin, err)
 	}
 	var logMu sync.Mutex
 	var logTail []string
@@ -360,20 +375,19 @@ func (r *Redis) Start() {
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", r.port), 200*time.Millisecond)
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond)
 		if err == nil {
 			_ = c.Close()
-			break
+			return cmd
 		}
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			logMu.Lock()
 			defer logMu.Unlock()
-			r.t.Fatalf("testenv: redis-server on port %d not ready after 10s: %s", r.port, strings.Join(logTail, "\n"))
+			t.Fatalf("testenv: %s on port %d not ready after 10s: %s", bin, port, strings.Join(logTail, "\n"))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	r.cmd = cmd
 }
 
 // Stop kills the redis-server process; clients see connection errors. The
