@@ -141,6 +141,10 @@ type Config struct {
 	// Texts are the status and closing lines told to the user per
 	// language (package texts; the outbound delivery uses the same).
 	Texts texts.Set
+	// UnknownChatWait is how long a LiveChat webhook for a chat the store
+	// does not know yet is held, while a handoff is pending, before the
+	// answer asks LiveChat to deliver it again (see chatConversation).
+	UnknownChatWait time.Duration
 }
 
 // DefaultConfig returns the defaults documented in
@@ -172,6 +176,7 @@ func DefaultConfig() Config {
 		ChatBotReply:       map[string]string{"": `Say "agent" to talk to a person.`},
 		TranscriptTurns:    DefaultTranscriptTurns,
 		Texts:              texts.Defaults(),
+		UnknownChatWait:    DefaultUnknownChatWait,
 	}
 }
 

@@ -98,7 +98,7 @@ func (g *Gateway) relayAgentEvent(ctx context.Context, d livechat.WebhookDeliver
 	if err != nil {
 		return webhookResult{}, badRequest("%v", err)
 	}
-	rec, ok, err := g.conversationOfChat(ctx, p.ChatID)
+	rec, ok, err := g.chatConversation(ctx, p.ChatID)
 	if err != nil || !ok {
 		return ignored("unknown chat"), err
 	}
@@ -152,7 +152,7 @@ func (g *Gateway) relayChatClosed(ctx context.Context, d livechat.WebhookDeliver
 	if err != nil {
 		return webhookResult{}, badRequest("%v", err)
 	}
-	rec, ok, err := g.conversationOfChat(ctx, p.ChatID)
+	rec, ok, err := g.chatConversation(ctx, p.ChatID)
 	if err != nil || !ok {
 		return ignored("unknown chat"), err
 	}

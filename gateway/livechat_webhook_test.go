@@ -233,3 +233,72 @@ func TestLiveChatWebhookNATSOutage(t *testing.T) {
 		t.Errorf("mode %s after the relay, want agent", m)
 	}
 }
+
+// TestLiveChatWebhookForAChatBeingOpened: an agent can answer between
+// LiveChat creating the chat and the worker recording its ID. While a
+// handoff is pending such a webhook is held until the chat is known, or
+// answered 503 so LiveChat delivers it again; it is never answered 200 and
+// dropped. With no handoff pending, an unknown chat is not ours.
+func TestLiveChatWebhookForAChatBeingOpened(t *testing.T) {
+	ctx := context.Background()
+	body := webhookBody("incoming_event", testWebhookSecret, strings.ReplaceAll(agentEvent("NEWTHREAD1_2", "message", "agent-1", "all", "Hi, I'm Tom"), "PS0X0L086G", "NEWCHAT001"))
+
+	t.Run("nothing pending", func(t *testing.T) {
+		e := newEnv(t, func(c *Config) { c.LiveChatWebhookSecret = testWebhookSecret })
+		if code, answer := e.do(request{path: "/livechat/webhook", body: body, auth: "-"}); code != 200 || !strings.Contains(string(answer), "unknown chat") {
+			t.Errorf("%d %s; want 200 unknown chat", code, answer)
+		}
+	})
+	t.Run("recorded while held", func(t *testing.T) {
+		e := newEnv(t, func(c *Config) {
+			c.LiveChatWebhookSecret = testWebhookSecret
+			c.UnknownChatWait = time.Minute // bounded by the request timeout
+		})
+		conv := "spaces/AAA/threads/opening"
+		e.setMode(conv, handoff.ModePending)
+		go func() {
+			time.Sleep(300 * time.Millisecond)
+			// The worker's start_chat answer arrives and is recorded.
+			_, _ = e.st.UpdateConversation(ctx, conv, func(c *handoff.Conversation) error {
+				c.Mode, c.ChatID, c.CustomerID = handoff.ModeQueued, "NEWCHAT001", "cust-9"
+				return nil
+			})
+		}()
+		code, answer := e.do(request{path: "/livechat/webhook", body: body, auth: "-"})
+		if code != 200 || !strings.Contains(string(answer), `"relayed"`) {
+			t.Fatalf("%d %s; want the held webhook relayed", code, answer)
+		}
+		evs := e.outEvents(conv)
+		if len(evs) != 1 || !strings.Contains(string(evs[0].Data), "Hi, I'm Tom") {
+			t.Errorf("reverse events = %+v", evs)
+		}
+		if m := e.mode(conv); m != handoff.ModeAgent {
+			t.Errorf("mode %s, want agent", m)
+		}
+	})
+	t.Run("still unknown", func(t *testing.T) {
+		e := newEnv(t, func(c *Config) {
+			c.LiveChatWebhookSecret = testWebhookSecret
+			c.UnknownChatWait = 200 * time.Millisecond
+		})
+		conv := "spaces/AAA/threads/slow"
+		e.setMode(conv, handoff.ModePending)
+		code, answer := e.do(request{path: "/livechat/webhook", body: body, auth: "-"})
+		if code != 503 || !strings.Contains(string(answer), "chat_not_known_yet") {
+			t.Fatalf("%d %s; want 503 chat_not_known_yet so LiveChat delivers again", code, answer)
+		}
+		// LiveChat's retry after the worker recorded the chat is relayed.
+		if _, err := e.st.UpdateConversation(ctx, conv, func(c *handoff.Conversation) error {
+			c.Mode, c.ChatID, c.CustomerID = handoff.ModeQueued, "NEWCHAT001", "cust-9"
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if code, answer := e.do(request{path: "/livechat/webhook", body: body, auth: "-"}); code != 200 || !strings.Contains(string(answer), `"relayed"`) {
+			t.Errorf("redelivery: %d %s", code, answer)
+		}
+		if evs := e.outEvents(conv); len(evs) != 1 {
+			t.Errorf("%d reverse events, want 1", len(evs))
+		}
+	})
+}

@@ -289,3 +289,58 @@ func (w walkthrough) waitMode(id, mode string) convView {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestDevAgentAnswersBeforeTheChatIsRecorded is the "unknown chat"
+// window: the simulator answers start_chat slowly (the chat exists at
+// once, its ID reaches the worker 2 s later), and the agent writes in
+// between. The webhook for a chat the store does not know yet is held (or
+// answered 503 and delivered again) instead of being answered 200 and
+// dropped, so the reply reaches the user.
+func TestDevAgentAnswersBeforeTheChatIsRecorded(t *testing.T) {
+	sim := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	gw := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	var out lockedBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runDev(ctx, []string{"--nats-port", "-1", "--data-dir", t.TempDir(), "--store", "nats", "--sim-addr", sim,
+			"--gateway-addr", gw, "--metrics-addr", metrics, "--log-level", "warn"}, &out)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("dev: %v", err)
+			}
+		case <-time.After(40 * time.Second):
+			t.Errorf("dev did not stop")
+		}
+	}()
+	w := walkthrough{t: t, gw: "http://" + gw, sim: "http://" + sim, deadline: time.Now().Add(60 * time.Second)}
+	for !strings.Contains(out.String(), "handoff dev is running") {
+		if time.Now().After(w.deadline) {
+			t.Fatalf("dev did not start:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	req, _ := http.NewRequest(http.MethodPut, w.sim+"/_sim/faults",
+		strings.NewReader(`{"latency":{"fixed_ms":2000,"actions":["start_chat"],"after_apply":true}}`))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("set faults: %v %v", resp, err)
+	}
+	w.post(w.gw+"/v1/conversations/demo-2/handoff", `{"customer":{"name":"Ana"},"text":"agent"}`)
+	chatID := w.chatWith("agent")
+	// The chat exists in LiveChat, but the worker is still waiting for
+	// start_chat's answer: the conversation has no chat yet.
+	if c := w.waitMode("demo-2", "pending"); c.ChatID != "" {
+		t.Fatalf("the chat was recorded before the agent wrote (%+v); the test did not open the window", c)
+	}
+	w.post(w.sim+"/_sim/chats/"+chatID+"/agent_message", `{"text":"Hi, I was quick"}`)
+	// The reply was relayed: only the relay of an agent's message moves
+	// the conversation to agent.
+	if c := w.waitMode("demo-2", "agent"); c.ChatID != chatID {
+		t.Errorf("conversation %+v, want chat %s", c, chatID)
+	}
+}

@@ -172,6 +172,7 @@ func (s *Sim) serveAction(w http.ResponseWriter, c *call, kind apiKind) (status 
 	}
 	c.body = body
 	out, e := spec.apply(s, c)
+	f.delayAnswer(c.r.Context(), c.action)
 	if e != nil {
 		return writeAPIError(w, e), false
 	}

@@ -42,12 +42,15 @@ type Faults struct {
 }
 
 // Latency delays answers: every request by FixedMS, and a TailRatio share
-// by TailMS more.
+// by TailMS more. With AfterApply the request is applied first and only
+// the answer is late: a slow start_chat whose chat already exists, so an
+// agent can write to it before the caller knows its ID.
 type Latency struct {
-	FixedMS   int      `json:"fixed_ms,omitempty"`
-	TailMS    int      `json:"tail_ms,omitempty"`
-	TailRatio float64  `json:"tail_ratio,omitempty"`
-	Actions   []string `json:"actions,omitempty"`
+	FixedMS    int      `json:"fixed_ms,omitempty"`
+	TailMS     int      `json:"tail_ms,omitempty"`
+	TailRatio  float64  `json:"tail_ratio,omitempty"`
+	Actions    []string `json:"actions,omitempty"`
+	AfterApply bool     `json:"after_apply,omitempty"`
 }
 
 // ErrorFault answers Rate of the requests for Action with an error of
@@ -145,8 +148,22 @@ func roll(rate float64) bool {
 	return rate > 0 && (rate >= 1 || rand.Float64() < rate)
 }
 
-// delay waits out the latency fault, or until the request is abandoned.
+// delay waits out the latency fault before the request is applied, or
+// until the request is abandoned.
 func (f *compiledFaults) delay(ctx context.Context, action string) {
+	if l := f.Latency; l != nil && !l.AfterApply {
+		f.wait(ctx, action)
+	}
+}
+
+// delayAnswer waits out an after_apply latency fault.
+func (f *compiledFaults) delayAnswer(ctx context.Context, action string) {
+	if l := f.Latency; l != nil && l.AfterApply {
+		f.wait(ctx, action)
+	}
+}
+
+func (f *compiledFaults) wait(ctx context.Context, action string) {
 	l := f.Latency
 	if l == nil || !matches(l.Actions, action) {
 		return
