@@ -20,7 +20,8 @@ import (
 // (handoff.out.<token>, stream HANDOFF_OUT), and a closed chat gives the
 // conversation back to the bot. The answer comes after JetStream stored the
 // event, so a failure makes LiveChat retry; its retries carry the same
-// event IDs and are stored once.
+// event IDs, stored once inside the duplicate window (after a NATS restart
+// a copy may be stored, and only its ID tells it apart downstream).
 func (g *Gateway) serveLiveChatWebhook(w http.ResponseWriter, r *http.Request) {
 	body, err := readBody(r)
 	if err != nil {

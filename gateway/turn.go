@@ -23,7 +23,8 @@ type turn struct {
 	replyTo      string
 	// turnID is the surface's own ID of this turn (Dialogflow's response
 	// ID, a Chat message name). Event IDs are derived from it so a retried
-	// webhook call is stored once; "" means no deduplication is possible.
+	// webhook call is applied once (the worker drops a copy by its ID even
+	// when JetStream stored it again); "" means no deduplication is possible.
 	turnID   string
 	lang     string
 	text     string

@@ -61,7 +61,9 @@ type Receipt struct {
 type EventOption func(*handoff.Event)
 
 // WithID sets the event ID. Give the same ID when retrying a publish so the
-// event is stored once; an Idempotency-Key from a caller belongs here.
+// event is applied once (stored once inside the duplicate window; a copy
+// stored after a NATS restart is dropped by the worker); an Idempotency-Key
+// from a caller belongs here.
 func WithID(id string) EventOption { return func(e *handoff.Event) { e.ID = id } }
 
 // WithTime sets the event time (default now).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/handoff-dev/handoff"
 	"github.com/handoff-dev/handoff/livechat"
@@ -18,7 +19,10 @@ func (w *Worker) apply(ctx context.Context, it *item, ev handoff.Event, payload 
 	if err != nil {
 		return err
 	}
-	if w.appliedBefore(rec, it.seq) {
+	if w.appliedBefore(rec, it.seq) || rec.Applied.Has(ev.ID) {
+		// The second test catches a copy of an applied event under a new
+		// sequence: published again after a NATS restart (JetStream forgot
+		// the Msg-Id with the deleted original) or under another Msg-Id.
 		return errAlreadyApplied
 	}
 	switch p := payload.(type) {
@@ -38,12 +42,15 @@ func chatLive(c handoff.Conversation) bool {
 	return c.ChatID != "" && (c.Mode == handoff.ModeQueued || c.Mode == handoff.ModeAgent)
 }
 
-// commit records the event as applied. The LastSeq fence makes a late
-// writer (whose message was redelivered elsewhere and applied) a no-op.
+// commit records the event as applied: its sequence and its ID, in the
+// same compare-and-swap as the state change, so no crash can separate them.
+// The LastSeq fence makes a late writer (whose message was redelivered
+// elsewhere and applied) a no-op.
 func (w *Worker) commit(ctx context.Context, it *item, ev handoff.Event, rec handoff.Conversation, change func(*handoff.Conversation)) error {
 	applied := false
+	now := time.Now()
 	_, err := w.st.UpdateConversationFrom(ctx, rec, func(c *handoff.Conversation) error {
-		if w.appliedBefore(*c, it.seq) {
+		if w.appliedBefore(*c, it.seq) || c.Applied.Has(ev.ID) {
 			applied = true
 			return errAbort
 		}
@@ -51,6 +58,7 @@ func (w *Worker) commit(ctx context.Context, it *item, ev handoff.Event, rec han
 		c.LastSeq = it.seq
 		c.StreamEpoch = w.epoch
 		c.LastEventID = ev.ID
+		c.Applied.Add(ev.ID, now, w.cfg.IdempotencyWindow)
 		return nil
 	})
 	if err != nil {

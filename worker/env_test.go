@@ -40,7 +40,14 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	e := &env{t: t, nats: testenv.StartNATS(t), redis: testenv.StartRedis(t)}
+	return newEnvOn(t, testenv.StartNATS(t))
+}
+
+// newEnvOn is newEnv on a given NATS server, e.g. one from
+// testenv.StartNATSProcess that the test can kill.
+func newEnvOn(t testing.TB, n *testenv.NATS) *env {
+	t.Helper()
+	e := &env{t: t, nats: n, redis: testenv.StartRedis(t)}
 	e.sim = livechatsim.New(livechatsim.Options{Logger: quietLog()})
 	t.Cleanup(e.sim.Close)
 	e.simTS = httptest.NewServer(e.sim)

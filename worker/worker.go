@@ -5,7 +5,9 @@
 // a worker applies an event only when it is the oldest message still stored
 // on its conversation's subject (the stream is a work queue, so applied
 // events are gone), the conversation record's LastSeq fences late writers,
-// and every LiveChat message carries the event ID as custom_id so an
+// the record remembers the applied event IDs so a copy of an event (stored
+// again after a NATS restart, or under another Nats-Msg-Id) is not applied
+// twice, and every LiveChat message carries the event ID as custom_id so an
 // uncertain send is looked up before it is sent again. ARCHITECTURE.md walks
 // through the cases.
 package worker
@@ -52,6 +54,11 @@ type Config struct {
 	OutageDelay time.Duration
 	// PendingLimit bounds the user messages kept while no chat is open.
 	PendingLimit int
+	// IdempotencyWindow is how long an applied event ID is remembered in
+	// its conversation's record (at most handoff.MaxAppliedEvents per
+	// conversation): a copy of the event inside it is acknowledged without
+	// any LiveChat call, whatever JetStream's duplicate window remembers.
+	IdempotencyWindow time.Duration
 	// ShutdownTimeout bounds how long Run finishes in-flight events after
 	// its context ends; what is left is handed back to the stream.
 	ShutdownTimeout time.Duration
@@ -72,20 +79,21 @@ type Config struct {
 func DefaultConfig() Config {
 	sc := stream.DefaultConfig()
 	return Config{
-		Continuous:      true,
-		MaxInFlight:     1024,
-		MaxAttempts:     12,
-		BackoffBase:     100 * time.Millisecond,
-		BackoffMax:      10 * time.Second,
-		OrderDelay:      100 * time.Millisecond,
-		OutageDelay:     2 * time.Second,
-		PendingLimit:    50,
-		ShutdownTimeout: 20 * time.Second,
-		AckWait:         sc.AckWait,
-		Stream:          sc,
-		BreakerFailures: 20,
-		BreakerOpenFor:  5 * time.Second,
-		StatsInterval:   5 * time.Second,
+		Continuous:        true,
+		MaxInFlight:       1024,
+		MaxAttempts:       12,
+		BackoffBase:       100 * time.Millisecond,
+		BackoffMax:        10 * time.Second,
+		OrderDelay:        100 * time.Millisecond,
+		OutageDelay:       2 * time.Second,
+		PendingLimit:      50,
+		IdempotencyWindow: 24 * time.Hour,
+		ShutdownTimeout:   20 * time.Second,
+		AckWait:           sc.AckWait,
+		Stream:            sc,
+		BreakerFailures:   20,
+		BreakerOpenFor:    5 * time.Second,
+		StatsInterval:     5 * time.Second,
 	}
 }
 
@@ -98,6 +106,7 @@ func (c Config) withDefaults() Config {
 	positive(&c.OrderDelay, d.OrderDelay)
 	positive(&c.OutageDelay, d.OutageDelay)
 	positive(&c.PendingLimit, d.PendingLimit)
+	positive(&c.IdempotencyWindow, d.IdempotencyWindow)
 	positive(&c.ShutdownTimeout, d.ShutdownTimeout)
 	positive(&c.BreakerFailures, d.BreakerFailures)
 	positive(&c.BreakerOpenFor, d.BreakerOpenFor)

@@ -94,6 +94,20 @@ func TestHelpNamesEnvironmentVariables(t *testing.T) {
 	}
 }
 
+// Issue 8 names the flag and its variable; the worker's --help must show
+// both with the default.
+func TestWorkerHelpNamesTheIdempotencyWindow(t *testing.T) {
+	code, out, _ := runCLI(t, "worker", "--help")
+	if code != 0 {
+		t.Fatalf("--help exit %d", code)
+	}
+	for _, want := range []string{"--idempotency-window [$HANDOFF_IDEMPOTENCY_WINDOW]", `(default "24h0m0s")`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("worker --help does not mention %s:\n%s", want, out)
+		}
+	}
+}
+
 func TestEnvironmentSetsFlagDefaults(t *testing.T) {
 	n := testenv.StartNATS(t)
 	t.Setenv("NATS_URL", n.URL())

@@ -211,7 +211,7 @@ func runPublish(ctx context.Context, args []string, stdout io.Writer) error {
 		types[i] = string(t)
 	}
 	f := newFlags("publish", "--conversation ID --type TYPE --data JSON [flags]",
-		"Publish one event and print where JetStream stored it. Running it twice with the\nsame --id stores the event once (inside the duplicate window).\n\nExample:\n  handoff publish --conversation projects/p/agent/sessions/s1 --type handoff.requested \\\n    --data '{\"customer\":{\"name\":\"Ana\"},\"reason\":\"billing\"}'")
+		"Publish one event and print where JetStream stored it. Running it twice with the\nsame --id applies the event once: JetStream stores it once inside the duplicate\nwindow, and the worker drops a copy stored after a NATS restart or the window\n(within its --idempotency-window).\n\nExample:\n  handoff publish --conversation projects/p/agent/sessions/s1 --type handoff.requested \\\n    --data '{\"customer\":{\"name\":\"Ana\"},\"reason\":\"billing\"}'")
 	n.register(f, false)
 	lg.register(f)
 	f.String(&conversation, "conversation", "", "", "conversation ID as the bot knows it (required)")

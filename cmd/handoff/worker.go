@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/handoff-dev/handoff"
 	"github.com/handoff-dev/handoff/livechat"
 	"github.com/handoff-dev/handoff/worker"
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,6 +59,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 	)
 	f := newFlags("worker", "[flags]", "Consume the inbound stream and deliver each conversation's events to LiveChat,\nin order and exactly once. Run as many as you like side by side. SIGTERM stops\nfetching, finishes in-flight events within --shutdown-timeout and exits 0.")
 	n.register(f, true)
+	f.Duration(&cfg.IdempotencyWindow, "idempotency-window", "HANDOFF_IDEMPOTENCY_WINDOW", cfg.IdempotencyWindow, fmt.Sprintf("how long a conversation remembers an applied event ID (at most %d per conversation), so a copy is not applied twice", handoff.MaxAppliedEvents))
 	lg.register(f)
 	lc.register(f)
 	sf.register(f, false)
