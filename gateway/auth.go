@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -117,13 +118,18 @@ type chatVerifier struct {
 }
 
 func newChatVerifier(cfg Config) *chatVerifier {
-	return &chatVerifier{
+	v := &chatVerifier{
 		audience:    cfg.ChatAudience,
 		urlAudience: strings.HasPrefix(cfg.ChatAudience, "https://") || strings.HasPrefix(cfg.ChatAudience, "http://"),
 		emails:      cfg.ChatIDTokenEmails,
 		chatKeys:    newJWKS(cfg.ChatJWKSURL, cfg.HTTPClient, cfg.ChatJWKSRefresh, cfg.ChatJWKSMinRefresh),
 		googleKeys:  newJWKS(cfg.ChatIDTokenJWKSURL, cfg.HTTPClient, cfg.ChatJWKSRefresh, cfg.ChatJWKSMinRefresh),
 	}
+	v.chatKeys.warm()
+	if v.urlAudience {
+		v.googleKeys.warm()
+	}
+	return v
 }
 
 type googleClaims struct {
@@ -164,24 +170,64 @@ func (v *chatVerifier) verify(ctx context.Context, token string) error {
 	return nil
 }
 
-// jwks is a cached JSON Web Key Set of RSA keys. Keys are refetched when
-// older than refresh, or when a token names an unknown key ID (Google
-// rotates keys), but at most once per minRefresh so that tokens with made-up
-// key IDs cannot make us hammer the key server.
+// jwks is a cached JSON Web Key Set of RSA keys.
+//
+// An outsider chooses the key ID of every token it sends, so nothing a
+// request does may decide whether or when keys are fetched for everyone:
+//   - one fetch at a time, shared by every caller that needs it
+//     (singleflight), on a context of its own with its own timeout: a
+//     caller that hangs up stops waiting, the fetch goes on for the rest;
+//   - no lock is held while fetching;
+//   - the back-off that keeps made-up key IDs from hammering the key server
+//     (at most one fetch per minRefresh for an unknown key ID) starts when
+//     a fetch has finished, not when it was asked for;
+//   - keys are refetched in the background once three quarters of their
+//     lifetime (Cache-Control max-age, else refresh) has passed, so a
+//     rotated-in key is usually known before the first token signed with
+//     it arrives; a known key stays usable while a refresh fails.
 type jwks struct {
-	url        string
-	client     *http.Client
-	refresh    time.Duration
-	minRefresh time.Duration
+	url          string
+	client       *http.Client
+	refresh      time.Duration
+	minRefresh   time.Duration
+	fetchTimeout time.Duration
+	now          func() time.Time
 
-	mu      sync.Mutex
-	keys    map[string]*rsa.PublicKey
-	fetched time.Time
-	tried   time.Time
+	mu       sync.Mutex
+	keys     map[string]*rsa.PublicKey
+	fetched  time.Time // start of the last successful fetch
+	ttl      time.Duration
+	finished time.Time // end of the last fetch, successful or not
+	inflight *keyFetch
 }
 
+// keyFetch is one fetch that callers wait for; done closes when it ends.
+type keyFetch struct {
+	done chan struct{}
+	err  error
+}
+
+// minRSABits is the smallest RSA key accepted for token signatures.
+const minRSABits = 2048
+
+// DefaultJWKSFetchTimeout bounds one fetch of a key set.
+const DefaultJWKSFetchTimeout = 10 * time.Second
+
+// maxJWKSTTL caps a key server's max-age: keys are rechecked daily at least.
+const maxJWKSTTL = 24 * time.Hour
+
 func newJWKS(url string, client *http.Client, refresh, minRefresh time.Duration) *jwks {
-	return &jwks{url: url, client: client, refresh: refresh, minRefresh: minRefresh}
+	return &jwks{url: url, client: client, refresh: refresh, minRefresh: minRefresh,
+		fetchTimeout: DefaultJWKSFetchTimeout, now: time.Now}
+}
+
+// warm starts the first fetch, so the first token need not wait for it.
+func (k *jwks) warm() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.keys == nil {
+		k.startFetch()
+	}
 }
 
 func (k *jwks) key(ctx context.Context, kid string) (*rsa.PublicKey, error) {
@@ -189,41 +235,92 @@ func (k *jwks) key(ctx context.Context, kid string) (*rsa.PublicKey, error) {
 		return nil, errors.New("token has no key ID")
 	}
 	k.mu.Lock()
-	defer k.mu.Unlock()
-	now := time.Now()
-	_, known := k.keys[kid]
-	stale := k.keys == nil || now.Sub(k.fetched) > k.refresh
-	if (stale || !known) && (k.tried.IsZero() || now.Sub(k.tried) >= k.minRefresh) {
-		k.tried = now
-		keys, err := k.fetch(ctx)
-		switch {
-		case err == nil:
-			k.keys, k.fetched = keys, now
-		case !known:
-			return nil, err
+	now := k.now()
+	key, known := k.keys[kid]
+	age := now.Sub(k.fetched)
+	backingOff := !k.finished.IsZero() && now.Sub(k.finished) < k.minRefresh
+	switch {
+	case known:
+		if age >= k.ttl*3/4 && !backingOff {
+			k.startFetch() // refresh ahead; this caller does not wait
 		}
-		// On a failed refresh a known key stays usable: Google's key
-		// endpoint being slow must not lock Chat out.
+		k.mu.Unlock()
+		return key, nil
+	case k.inflight == nil && backingOff:
+		// A fetch finished moments ago: an unknown key ID now is made up
+		// (or from a key server we cannot reach), not a rotation.
+		k.mu.Unlock()
+		return nil, fmt.Errorf("unknown key ID %q (keys fetched moments ago)", kid)
 	}
-	key, ok := k.keys[kid]
-	if !ok {
-		return nil, fmt.Errorf("unknown key ID %q", kid)
+	f := k.startFetch()
+	k.mu.Unlock()
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for keys: %w", ctx.Err())
 	}
-	return key, nil
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if key, ok := k.keys[kid]; ok {
+		return key, nil
+	}
+	if f.err != nil {
+		return nil, f.err
+	}
+	return nil, fmt.Errorf("unknown key ID %q", kid)
 }
 
-func (k *jwks) fetch(ctx context.Context) (map[string]*rsa.PublicKey, error) {
+// startFetch returns the fetch in flight, starting one if there is none;
+// called with mu held.
+func (k *jwks) startFetch() *keyFetch {
+	if k.inflight != nil {
+		return k.inflight
+	}
+	f := &keyFetch{done: make(chan struct{})}
+	k.inflight = f
+	started := k.now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), k.fetchTimeout)
+		defer cancel()
+		keys, ttl, err := k.fetch(ctx)
+		k.mu.Lock()
+		if err == nil {
+			k.keys, k.fetched, k.ttl = keys, started, ttl
+		}
+		f.err = err
+		k.finished = k.now()
+		k.inflight = nil
+		k.mu.Unlock()
+		close(f.done)
+	}()
+	return f
+}
+
+// maxAge reads Cache-Control: max-age, bounded to [minRefresh, a day];
+// without one, keys live for refresh.
+func (k *jwks) maxAge(h http.Header) time.Duration {
+	for _, d := range strings.Split(h.Get("Cache-Control"), ",") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(strings.ToLower(d)), "max-age="); ok {
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
+				return min(max(time.Duration(n)*time.Second, k.minRefresh), maxJWKSTTL)
+			}
+		}
+	}
+	return k.refresh
+}
+
+func (k *jwks) fetch(ctx context.Context) (map[string]*rsa.PublicKey, time.Duration, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
 	if err != nil {
-		return nil, fmt.Errorf("fetch keys: %w", err)
+		return nil, 0, fmt.Errorf("fetch keys: %w", err)
 	}
 	resp, err := k.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("fetch keys from %s: %w", k.url, err)
+		return nil, 0, fmt.Errorf("fetch keys from %s: %w", k.url, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetch keys from %s: status %s", k.url, resp.Status)
+		return nil, 0, fmt.Errorf("fetch keys from %s: status %s", k.url, resp.Status)
 	}
 	var set struct {
 		Keys []struct {
@@ -235,7 +332,7 @@ func (k *jwks) fetch(ctx context.Context) (map[string]*rsa.PublicKey, error) {
 		} `json:"keys"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
-		return nil, fmt.Errorf("decode keys from %s: %w", k.url, err)
+		return nil, 0, fmt.Errorf("decode keys from %s: %w", k.url, err)
 	}
 	keys := map[string]*rsa.PublicKey{}
 	for _, jk := range set.Keys {
@@ -247,10 +344,14 @@ func (k *jwks) fetch(ctx context.Context) (map[string]*rsa.PublicKey, error) {
 		if err1 != nil || err2 != nil || len(e) == 0 || len(e) > 4 {
 			continue
 		}
-		keys[jk.Kid] = &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
+		pk := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
+		if pk.N.BitLen() < minRSABits {
+			continue // forgeable: no key server of Google's serves one
+		}
+		keys[jk.Kid] = pk
 	}
 	if len(keys) == 0 {
-		return nil, fmt.Errorf("keys from %s: no usable RSA keys", k.url)
+		return nil, 0, fmt.Errorf("keys from %s: no usable RSA keys", k.url)
 	}
-	return keys, nil
+	return keys, k.maxAge(resp.Header), nil
 }

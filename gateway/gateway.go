@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -341,6 +342,13 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("group of language %q must not be negative", lang))
 		}
 	}
+	if c.ChatAudience != "" {
+		for name, u := range map[string]string{"chat JWKS URL": c.ChatJWKSURL, "chat ID token JWKS URL": c.ChatIDTokenJWKSURL} {
+			if err := checkKeyURL(u); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+	}
 	for _, k := range c.APIKeys {
 		if k == "" {
 			errs = append(errs, errors.New("an API key is empty"))
@@ -370,14 +378,30 @@ func (c *Config) CheckListen(addr string) error {
 	return fmt.Errorf("gateway config: insecure-no-auth on %q, which is not a loopback address: listen on 127.0.0.1 or [::1], or also set insecure-allow-remote", addr)
 }
 
+// checkKeyURL accepts https, or http to a loopback address (a test's key
+// server): keys fetched in the clear could be swapped on the way.
+func checkKeyURL(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || u.Host == "":
+		return fmt.Errorf("%q is not an absolute URL", raw)
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && isLoopbackHost(u.Hostname()):
+		return nil
+	}
+	return fmt.Errorf("%q: must be https (http only to a loopback address)", raw)
+}
+
 // isLoopback reports whether addr (host:port) listens on loopback only.
 // An empty host is every interface; a name other than localhost may
 // resolve to anything, so it is not loopback.
 func isLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
+	return err == nil && isLoopbackHost(host)
+}
+
+func isLoopbackHost(host string) bool {
 	if host == "localhost" {
 		return true
 	}
