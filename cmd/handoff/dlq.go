@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/handoff-dev/handoff/stream"
 	"github.com/handoff-dev/handoff/worker"
 )
 
@@ -30,10 +32,10 @@ func runDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 		seq     int64
 		all     bool
 		sub     = args[0]
-		summary = "List the dead letters: events the workers gave up on, with their reason."
+		summary = "List the dead letters: events the workers gave up on, with their reason and\ndirection (inbound: to LiveChat; outbound: to the user's surface)."
 	)
 	if sub == "replay" {
-		summary = "Publish dead letters back to their conversation's inbound subject (at the end of\nits queue) and remove them from the dead-letter stream. The event keeps its ID,\nso anything an earlier attempt delivered to LiveChat is not sent twice."
+		summary = "Publish dead letters back to the subject they came from (inbound or outbound, at\nthe end of the conversation's queue) and remove them from the dead-letter stream.\nThe event keeps its ID, so anything an earlier attempt delivered (to LiveChat,\nGoogle Chat or a callback) is not sent twice."
 	}
 	f := newFlags("dlq "+sub, "[flags]", summary)
 	n.register(f, false)
@@ -69,7 +71,10 @@ func runDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 		if asJSON {
 			enc := json.NewEncoder(stdout)
 			for _, d := range dls {
-				if err := enc.Encode(d); err != nil {
+				if err := enc.Encode(struct {
+					worker.DeadLetter
+					Direction string `json:"direction"`
+				}{d, direction(d)}); err != nil {
 					return err
 				}
 			}
@@ -80,9 +85,9 @@ func runDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 			return nil
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SEQ\tTIME\tCONVERSATION\tEVENT\tTYPE\tREASON\tERROR")
+		fmt.Fprintln(tw, "SEQ\tTIME\tDIRECTION\tCONVERSATION\tEVENT\tTYPE\tREASON\tERROR")
 		for _, d := range dls {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Sequence, d.Time.Format(time.RFC3339), d.Conversation, d.EventID, d.Type, d.Reason, d.Error)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Sequence, d.Time.Format(time.RFC3339), direction(d), d.Conversation, d.EventID, d.Type, d.Reason, d.Error)
 		}
 		return tw.Flush()
 	}
@@ -124,3 +129,15 @@ func runDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 const dlqUsage = `Usage: handoff dlq list [flags]     list dead letters
        handoff dlq replay [flags]   replay dead letters (--id ID | --seq N | --all)
 Run 'handoff dlq list --help' or 'handoff dlq replay --help' for flags.`
+
+// direction names where a dead letter was going, from its original subject:
+// a replay puts it back there.
+func direction(d worker.DeadLetter) string {
+	switch {
+	case strings.HasPrefix(d.OriginalSubject, stream.OutPrefix):
+		return "outbound"
+	case strings.HasPrefix(d.OriginalSubject, stream.InPrefix), d.OriginalSubject == "":
+		return "inbound"
+	}
+	return "unknown"
+}
