@@ -78,6 +78,19 @@ func (g *Gateway) authAPI(r *http.Request) error {
 	return nil
 }
 
+// apiKeyID names the REST API key of an authenticated request for the
+// per-source limits: its position in the configured list, never the key.
+func (g *Gateway) apiKeyID(r *http.Request) string {
+	tok, _ := bearer(r)
+	id := "rest"
+	for i, k := range g.cfg.APIKeys {
+		if secretEqual(tok, k) {
+			id = fmt.Sprintf("rest:key%d", i+1)
+		}
+	}
+	return id
+}
+
 func (g *Gateway) authChat(r *http.Request) error {
 	if g.chatJWT == nil {
 		return errors.New("Google Chat is not configured on this gateway (no audience)")

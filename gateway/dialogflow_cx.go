@@ -154,6 +154,12 @@ func (g *Gateway) cxReply(t turn, out outcome) cxResponse {
 		return cxResponse{FulfillmentResponse: &cxFulfillment{Messages: texts(g.reply(g.cfg.AckReply, t.lang)), MergeBehavior: "REPLACE"}, SessionInfo: params(true)}
 	case outcomeCancelled:
 		return cxResponse{FulfillmentResponse: &cxFulfillment{Messages: texts(g.reply(g.cfg.CancelReply, t.lang)), MergeBehavior: "REPLACE"}, SessionInfo: params(nil)}
+	case outcomeLimited:
+		resp := cxResponse{FulfillmentResponse: &cxFulfillment{Messages: texts(out.text), MergeBehavior: "REPLACE"}}
+		if out.withAgent {
+			resp.SessionInfo = params(true)
+		}
+		return resp
 	}
 	return cxResponse{}
 }

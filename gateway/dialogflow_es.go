@@ -133,6 +133,12 @@ func (g *Gateway) esReply(req esRequest, t turn, out outcome) esResponse {
 		resp := text(g.reply(g.cfg.AckReply, t.lang))
 		resp.OutputContexts = []esContext{{Name: ctxName, LifespanCount: g.cfg.ESContextLifespan}}
 		return resp
+	case outcomeLimited:
+		resp := text(out.text)
+		if out.withAgent {
+			resp.OutputContexts = []esContext{{Name: ctxName, LifespanCount: g.cfg.ESContextLifespan}}
+		}
+		return resp
 	case outcomeCancelled:
 		resp := text(g.reply(g.cfg.CancelReply, t.lang))
 		// Lifespan 0 removes the context: the catch-all stops matching.

@@ -141,7 +141,13 @@ type Config struct {
 
 	// Texts are the status and closing lines told to the user per
 	// language (package texts; the outbound delivery uses the same).
+	// Texts.NoAgentsBot also answers a handoff refused by Limits.
 	Texts texts.Set
+	// Limits bound handoffs and messages (see Limits).
+	Limits Limits
+	// SlowDownReply answers, on Dialogflow and Google Chat, a message over
+	// the conversation's message rate; the message is not forwarded.
+	SlowDownReply map[string]string
 	// UnknownChatWait is how long a LiveChat webhook for a chat the store
 	// does not know yet is held, while a handoff is pending, before the
 	// answer asks LiveChat to deliver it again (see chatConversation).
@@ -177,6 +183,8 @@ func DefaultConfig() Config {
 		ChatBotReply:       map[string]string{"": `Say "agent" to talk to a person.`},
 		TranscriptTurns:    DefaultTranscriptTurns,
 		Texts:              texts.Defaults(),
+		Limits:             DefaultLimits(),
+		SlowDownReply:      map[string]string{"": "You are sending messages faster than we can pass them on. Please wait a moment and send that again."},
 		UnknownChatWait:    DefaultUnknownChatWait,
 	}
 }
@@ -203,6 +211,7 @@ type Gateway struct {
 	log *slog.Logger
 	// rejected logs refused requests, bounded (see rejectLog).
 	rejected *rejectLog
+	lim      *limits
 	mux      *http.ServeMux
 	routes   []route
 	m        metrics
@@ -241,6 +250,7 @@ func New(cfg Config, pub *publisher.Publisher, st store.Store, reg prometheus.Re
 	cfg.CancelReply = lowerKeys(cfg.CancelReply)
 	cfg.AckReply = lowerKeys(cfg.AckReply)
 	cfg.ChatBotReply = lowerKeys(cfg.ChatBotReply)
+	cfg.SlowDownReply = lowerKeys(cfg.SlowDownReply)
 	cfg.Groups = lowerKeys(cfg.Groups)
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
@@ -255,6 +265,7 @@ func New(cfg Config, pub *publisher.Publisher, st store.Store, reg prometheus.Re
 		handoff:  newPhraseSet(cfg.HandoffPhrases, true),
 		cancel:   newPhraseSet(cfg.CancelPhrases, false),
 		now:      time.Now,
+		lim:      newLimits(cfg.Limits, time.Now),
 	}
 	if cfg.ChatAudience != "" {
 		g.chatJWT = newChatVerifier(cfg)
@@ -277,8 +288,11 @@ func New(cfg Config, pub *publisher.Publisher, st store.Store, reg prometheus.Re
 	for _, t := range triggers {
 		g.m.handoffs.WithLabelValues(t) // export zeros, so rate() works from the start
 	}
+	for _, l := range limitNames {
+		g.lim.refused.WithLabelValues(l)
+	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{g.m.requests, g.m.handoffs, g.m.publish} {
+		for _, c := range []prometheus.Collector{g.m.requests, g.m.handoffs, g.m.publish, g.lim.refused} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("gateway: register metrics: %w", err)
 			}
@@ -341,6 +355,9 @@ func (c *Config) Validate() error {
 		if grp < 0 {
 			errs = append(errs, fmt.Errorf("group of language %q must not be negative", lang))
 		}
+	}
+	if err := c.Limits.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.ChatAudience != "" {
 		for name, u := range map[string]string{"chat JWKS URL": c.ChatJWKSURL, "chat ID token JWKS URL": c.ChatIDTokenJWKSURL} {

@@ -248,6 +248,8 @@ func (g *Gateway) serveChat(w http.ResponseWriter, r *http.Request) {
 			text = g.reply(g.cfg.AckReply, t.lang)
 		case outcomeCancelled:
 			text = g.reply(g.cfg.CancelReply, t.lang)
+		case outcomeLimited:
+			text = out.text
 		default:
 			text = g.reply(g.cfg.ChatBotReply, t.lang)
 		}

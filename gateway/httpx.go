@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/handoff-dev/handoff"
@@ -64,7 +65,18 @@ func writeError(w http.ResponseWriter, status int, code, reason string) {
 func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var he *httpError
 	var mbe *http.MaxBytesError
+	var le *limitError
 	switch {
+	case errors.As(err, &le):
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(le.retryAfter)))
+		switch le.limit {
+		case limitPending:
+			writeError(w, http.StatusServiceUnavailable, "no_agents", "too many conversations are waiting for an agent; retry later")
+		case limitMessage:
+			writeError(w, http.StatusTooManyRequests, "rate_limited", "too many messages in this conversation; retry after the Retry-After seconds")
+		default:
+			writeError(w, http.StatusTooManyRequests, "rate_limited", "too many handoff requests; retry after the Retry-After seconds")
+		}
 	case errors.As(err, &he):
 		writeError(w, he.status, he.code, he.reason)
 	case errors.As(err, &mbe):

@@ -90,6 +90,10 @@ func (g *Gateway) serveRESTHandoff(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
+	if err := g.lim.admitHandoff(r.Context(), g.apiKeyID(r), g.st.CountByMode); err != nil {
+		g.fail(w, r, err)
+		return
+	}
 	rcpt, err := g.requestHandoff(r.Context(), id, req, TriggerAPI, evID)
 	if err != nil {
 		g.fail(w, r, err)
@@ -111,6 +115,10 @@ func (g *Gateway) serveRESTMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	evID, err := restEventID(r, handoff.TypeMessageUser, id)
 	if err != nil {
+		g.fail(w, r, err)
+		return
+	}
+	if err := g.lim.admitMessage(id); err != nil {
 		g.fail(w, r, err)
 		return
 	}

@@ -50,12 +50,18 @@ const (
 	outcomeForwarded
 	// outcomeCancelled: handoff.cancelled published, back to the bot.
 	outcomeCancelled
+	// outcomeLimited: a limit refused the turn; text tells the user, and
+	// the mode is unchanged (withAgent says which it is).
+	outcomeLimited
 )
 
 type outcome struct {
 	kind    outcomeKind
 	receipt publisher.Receipt
 	eventID string
+	// text and withAgent: for outcomeLimited.
+	text      string
+	withAgent bool
 }
 
 // turnTTL is how long a turn ID is remembered for the transcript, well
@@ -124,6 +130,9 @@ func (g *Gateway) process(ctx context.Context, t turn) (outcome, error) {
 			// An event or button with nothing to say: nothing to forward.
 			return outcome{kind: outcomeForwarded}, nil
 		}
+		if err := g.lim.admitMessage(t.conversation); err != nil {
+			return outcome{kind: outcomeLimited, text: g.reply(g.cfg.SlowDownReply, t.lang), withAgent: true}, nil
+		}
 		rcpt, err := g.timed(ctx, func(ctx context.Context) (publisher.Receipt, error) {
 			return g.pub.SendUserMessage(ctx, t.conversation, handoff.UserMessage{Text: clip(t.text, handoff.MaxMessageBytes)}, publisher.WithID(id))
 		})
@@ -133,6 +142,14 @@ func (g *Gateway) process(ctx context.Context, t turn) (outcome, error) {
 		return outcome{kind: outcomeForwarded, receipt: rcpt, eventID: id}, nil
 
 	case t.trigger != "":
+		if err := g.lim.admitHandoff(ctx, string(t.channel), g.st.CountByMode); err != nil {
+			var le *limitError
+			if errors.As(err, &le) {
+				// To the user, a limit is the same as no agent free.
+				return outcome{kind: outcomeLimited, text: g.cfg.Texts.NoAgentsBot.For(t.lang)}, nil
+			}
+			return outcome{}, err
+		}
 		transcript, err := g.transcript(ctx, t)
 		if err != nil {
 			return outcome{}, err

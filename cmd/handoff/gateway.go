@@ -36,6 +36,7 @@ type gatewayOptions struct {
 	chatEmails, chatHandoffActions, chatCancelActions, apiKeys     string
 	handoffPhrases, cancelPhrases                                  string
 	handoffReply, cancelReply, ackReply, chatBotReply, groups      string
+	slowDownReply                                                  string
 	group                                                          int
 	texts                                                          textOptions
 }
@@ -89,6 +90,15 @@ func gatewayFlags(o *gatewayOptions) *flags {
 	f.String(&o.ackReply, "ack-reply", "HANDOFF_GATEWAY_ACK_REPLY", "", "reply to a turn forwarded to the agent; empty says nothing (text, or JSON per language)")
 	f.Int(&o.group, "group", "HANDOFF_GATEWAY_GROUP", -1, "LiveChat group to route to (-1: LiveChat's default)")
 	f.String(&o.groups, "groups", "HANDOFF_GATEWAY_GROUPS", "", "LiveChat group per language, JSON, e.g. '{\"pt\":3}'")
+	l := d.Limits
+	f.Int(&o.cfg.Limits.HandoffRate, "handoff-rate", "HANDOFF_GATEWAY_HANDOFF_RATE", l.HandoffRate, "handoff requests per second per source (a REST API key, Dialogflow ES, CX, Google Chat); 429 or the no-agents answer above (0: off)")
+	f.Int(&o.cfg.Limits.HandoffBurst, "handoff-burst", "HANDOFF_GATEWAY_HANDOFF_BURST", l.HandoffBurst, "handoff requests one source may send at once before --handoff-rate applies")
+	f.Int(&o.cfg.Limits.HandoffRateTotal, "handoff-rate-total", "HANDOFF_GATEWAY_HANDOFF_RATE_TOTAL", l.HandoffRateTotal, "handoff requests per second over all sources (0: off)")
+	f.Int(&o.cfg.Limits.HandoffBurstTotal, "handoff-burst-total", "HANDOFF_GATEWAY_HANDOFF_BURST_TOTAL", l.HandoffBurstTotal, "handoff requests all sources may send at once")
+	f.Int(&o.cfg.Limits.MaxPending, "max-pending", "HANDOFF_GATEWAY_MAX_PENDING", l.MaxPending, "conversations waiting for an agent at once; a handoff beyond gets the no-agents answer (0: no cap)")
+	f.Int(&o.cfg.Limits.MessageRate, "message-rate", "HANDOFF_GATEWAY_MESSAGE_RATE", l.MessageRate, "user messages per second per conversation passed to the agent; 429 or --slow-down-reply above (0: off)")
+	f.Int(&o.cfg.Limits.MessageBurst, "message-burst", "HANDOFF_GATEWAY_MESSAGE_BURST", l.MessageBurst, "user messages one conversation may send at once before --message-rate applies")
+	f.String(&o.slowDownReply, "slow-down-reply", "HANDOFF_GATEWAY_SLOW_DOWN_REPLY", mustJSON(d.SlowDownReply), "reply on Dialogflow and Google Chat to a message over --message-rate, which is not forwarded (text, or JSON per language)")
 	f.Int(&o.cfg.TranscriptTurns, "transcript-turns", "HANDOFF_GATEWAY_TRANSCRIPT_TURNS", d.TranscriptTurns, "bot-side transcript entries kept per conversation for the agent")
 	o.texts.register(f)
 	return f
@@ -130,6 +140,7 @@ func (o *gatewayOptions) config() (gateway.Config, error) {
 		{"--cancel-reply", o.cancelReply, &c.CancelReply},
 		{"--ack-reply", o.ackReply, &c.AckReply},
 		{"--chat-bot-reply", o.chatBotReply, &c.ChatBotReply},
+		{"--slow-down-reply", o.slowDownReply, &c.SlowDownReply},
 	} {
 		if *t.dst, err = textMap(t.raw); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", t.name, err))
