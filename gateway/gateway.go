@@ -21,6 +21,7 @@ import (
 	"github.com/handoff-dev/handoff/publisher"
 	"github.com/handoff-dev/handoff/store"
 	"github.com/handoff-dev/handoff/texts"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -139,6 +140,17 @@ type Config struct {
 	// registered secret no real LiveChat would call it anyway.
 	LiveChatWebhookSecret string
 
+	// StreamTokenSecret signs the per-conversation stream tokens returned
+	// by the REST handoff call; empty issues none (API keys only).
+	StreamTokenSecret string
+	// CORSOrigins may read the event stream from a browser ("*": any).
+	CORSOrigins []string
+	// MaxStreams bounds the Server-Sent Event streams this process serves
+	// at once; StreamHeartbeat is how often an idle stream gets a comment
+	// line, so proxies keep it open and clients notice a dead one.
+	MaxStreams      int
+	StreamHeartbeat time.Duration
+
 	// Texts are the status and closing lines told to the user per
 	// language (package texts; the outbound delivery uses the same).
 	// Texts.NoAgentsBot also answers a handoff refused by Limits.
@@ -186,6 +198,8 @@ func DefaultConfig() Config {
 		Limits:             DefaultLimits(),
 		SlowDownReply:      map[string]string{"": "You are sending messages faster than we can pass them on. Please wait a moment and send that again."},
 		UnknownChatWait:    DefaultUnknownChatWait,
+		MaxStreams:         DefaultMaxStreams,
+		StreamHeartbeat:    DefaultStreamHeartbeat,
 	}
 }
 
@@ -219,6 +233,10 @@ type Gateway struct {
 	cancel   phraseSet
 	chatJWT  *chatVerifier
 	now      func() time.Time
+	// feed reads HANDOFF_FEED (nil: no event endpoint); streams bounds
+	// the open Server-Sent Event streams.
+	feed    jetstream.JetStream
+	streams chan struct{}
 }
 
 type route struct {
@@ -231,12 +249,15 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	handoffs *prometheus.CounterVec
 	publish  prometheus.Histogram
+
+	streamsOpen  prometheus.Gauge
+	streamEvents *prometheus.CounterVec
 }
 
 // New checks cfg and builds the gateway. Metrics are registered on
 // reg (nil: not registered). Starting without any credential fails unless
 // cfg.InsecureNoAuth is set, so a forgotten secret never opens the doors.
-func New(cfg Config, pub *publisher.Publisher, st store.Store, reg prometheus.Registerer, log *slog.Logger) (*Gateway, error) {
+func New(cfg Config, pub *publisher.Publisher, st store.Store, reg prometheus.Registerer, log *slog.Logger, opts ...Option) (*Gateway, error) {
 	if pub == nil || st == nil {
 		return nil, errors.New("gateway: publisher and store are required")
 	}
@@ -266,6 +287,10 @@ func New(cfg Config, pub *publisher.Publisher, st store.Store, reg prometheus.Re
 		cancel:   newPhraseSet(cfg.CancelPhrases, false),
 		now:      time.Now,
 		lim:      newLimits(cfg.Limits, time.Now),
+		streams:  make(chan struct{}, max(cfg.MaxStreams, 1)),
+	}
+	for _, o := range opts {
+		o(g)
 	}
 	if cfg.ChatAudience != "" {
 		g.chatJWT = newChatVerifier(cfg)
@@ -284,7 +309,17 @@ func New(cfg Config, pub *publisher.Publisher, st store.Store, reg prometheus.Re
 			Help:    "Time from publishing an event to JetStream's acknowledgement.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
+		streamsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "handoff_gateway_streams_open",
+			Help: "Server-Sent Event streams open now.",
+		}),
+		streamEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "handoff_gateway_stream_events_total",
+			Help: "Feed events served to users, by mode (sse, pull).",
+		}, []string{"mode"}),
 	}
+	g.m.streamEvents.WithLabelValues("sse")
+	g.m.streamEvents.WithLabelValues("pull")
 	for _, t := range triggers {
 		g.m.handoffs.WithLabelValues(t) // export zeros, so rate() works from the start
 	}
@@ -292,7 +327,7 @@ func New(cfg Config, pub *publisher.Publisher, st store.Store, reg prometheus.Re
 		g.lim.refused.WithLabelValues(l)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{g.m.requests, g.m.handoffs, g.m.publish, g.lim.refused} {
+		for _, c := range []prometheus.Collector{g.m.requests, g.m.handoffs, g.m.publish, g.lim.refused, g.m.streamsOpen, g.m.streamEvents} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("gateway: register metrics: %w", err)
 			}
@@ -305,6 +340,7 @@ func New(cfg Config, pub *publisher.Publisher, st store.Store, reg prometheus.Re
 	g.handle("POST", "/v1/conversations/{id}/messages", "rest_messages", g.authAPI, g.serveRESTMessage)
 	g.handle("POST", "/v1/conversations/{id}/cancel", "rest_cancel", g.authAPI, g.serveRESTCancel)
 	g.handle("GET", "/v1/conversations/{id}", "rest_conversation", g.authAPI, g.serveRESTConversation)
+	g.handle("GET", "/v1/conversations/{id}/events", "rest_events", g.authFeed, g.serveEvents)
 	if g.cfg.LiveChatWebhookSecret != "" {
 		// The secret travels in the body, so the handler checks it.
 		g.handle("POST", "/livechat/webhook", "livechat_webhook", nil, g.serveLiveChatWebhook)
@@ -350,6 +386,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Group != nil && *c.Group < 0 {
 		errs = append(errs, errors.New("group must not be negative"))
+	}
+	if c.MaxStreams < 1 {
+		errs = append(errs, errors.New("max streams must be at least 1"))
+	}
+	if c.StreamHeartbeat <= 0 {
+		errs = append(errs, errors.New("stream heartbeat must be positive"))
 	}
 	for lang, grp := range c.Groups {
 		if grp < 0 {
@@ -465,6 +507,11 @@ func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) handle(method, pattern, endpoint string, auth func(*http.Request) error, h http.HandlerFunc) {
 	g.routes = append(g.routes, route{pattern: pattern, method: method, endpoint: endpoint})
 	g.mux.Handle(pattern, g.instrument(endpoint, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodOptions && strings.HasSuffix(pattern, "/events") {
+			// A browser's CORS preflight carries no credentials.
+			g.serveEventsPreflight(w, r)
+			return
+		}
 		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
 			w.Header().Set("Allow", method)
 			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use "+method)

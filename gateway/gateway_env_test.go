@@ -161,7 +161,7 @@ func newEnv(t *testing.T, mutate func(*Config)) *env {
 	}
 	pub := publisher.New(js, publisher.WithSource("handoff-gateway"), publisher.WithClock(func() time.Time { return fixedNow }))
 	reg := prometheus.NewRegistry()
-	gw, err := New(cfg, pub, st, reg, nil)
+	gw, err := New(cfg, pub, st, reg, nil, WithFeed(js))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,10 @@ type accepted struct {
 	Stream    string `json:"stream"`
 	Sequence  uint64 `json:"sequence"`
 	Duplicate bool   `json:"duplicate"`
+	// StreamToken (handoff only) lets a browser read this conversation's
+	// events at GET /v1/conversations/{id}/events?token=..., and nothing
+	// else; set when the gateway has a stream token secret.
+	StreamToken string `json:"stream_token,omitempty"`
 }
 
 // restEventID derives the event ID from the Idempotency-Key header, so a
@@ -99,7 +103,7 @@ func (g *Gateway) serveRESTHandoff(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, accepted{evID, rcpt.Stream, rcpt.Sequence, rcpt.Duplicate})
+	writeJSON(w, http.StatusAccepted, accepted{evID, rcpt.Stream, rcpt.Sequence, rcpt.Duplicate, g.StreamToken(id)})
 }
 
 func (g *Gateway) serveRESTMessage(w http.ResponseWriter, r *http.Request) {
@@ -129,7 +133,7 @@ func (g *Gateway) serveRESTMessage(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, accepted{evID, rcpt.Stream, rcpt.Sequence, rcpt.Duplicate})
+	writeJSON(w, http.StatusAccepted, accepted{evID, rcpt.Stream, rcpt.Sequence, rcpt.Duplicate, ""})
 }
 
 func (g *Gateway) serveRESTCancel(w http.ResponseWriter, r *http.Request) {
@@ -159,7 +163,7 @@ func (g *Gateway) serveRESTCancel(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, accepted{evID, rcpt.Stream, rcpt.Sequence, rcpt.Duplicate})
+	writeJSON(w, http.StatusAccepted, accepted{evID, rcpt.Stream, rcpt.Sequence, rcpt.Duplicate, ""})
 }
 
 // conversationView is what GET /v1/conversations/{id} shows: routing state,

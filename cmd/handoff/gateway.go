@@ -34,6 +34,7 @@ type gatewayOptions struct {
 	// Lists and per-language maps arrive as strings.
 	esHandoffIntents, esCancelIntents, cxHandoffTags, cxCancelTags string
 	chatEmails, chatHandoffActions, chatCancelActions, apiKeys     string
+	corsOrigins                                                    string
 	handoffPhrases, cancelPhrases                                  string
 	handoffReply, cancelReply, ackReply, chatBotReply, groups      string
 	slowDownReply                                                  string
@@ -82,6 +83,10 @@ func gatewayFlags(o *gatewayOptions) *flags {
 	f.String(&o.chatBotReply, "chat-bot-reply", "HANDOFF_GATEWAY_CHAT_BOT_REPLY", mustJSON(d.ChatBotReply), "reply to a Google Chat message while no agent is involved (text, or JSON per language)")
 
 	f.String(&o.apiKeys, "api-keys", "HANDOFF_GATEWAY_API_KEYS", "", "REST API bearer keys")
+	f.String(&o.cfg.StreamTokenSecret, "stream-token-secret", "HANDOFF_GATEWAY_STREAM_TOKEN_SECRET", "", "signs the per-conversation stream tokens the REST handoff answer carries (for browsers); empty: event streams take API keys only")
+	f.String(&o.corsOrigins, "cors-origins", "HANDOFF_GATEWAY_CORS_ORIGINS", "", "browser origins allowed to read /v1/conversations/{id}/events (comma-separated; * for any)")
+	f.Int(&o.cfg.MaxStreams, "max-streams", "HANDOFF_GATEWAY_MAX_STREAMS", d.MaxStreams, "event streams (Server-Sent Events) served at once by this process; more get 503")
+	f.Duration(&o.cfg.StreamHeartbeat, "stream-heartbeat", "HANDOFF_GATEWAY_STREAM_HEARTBEAT", d.StreamHeartbeat, "interval of the heartbeat comment on an idle event stream")
 
 	f.String(&o.handoffPhrases, "handoff-phrases", "HANDOFF_GATEWAY_HANDOFF_PHRASES", strings.Join(d.HandoffPhrases[""], ","), "phrases that request a handoff when found as whole words (list, or JSON per language)")
 	f.String(&o.cancelPhrases, "cancel-phrases", "HANDOFF_GATEWAY_CANCEL_PHRASES", strings.Join(d.CancelPhrases[""], ","), "phrases that return to the bot when they are the whole message (list, or JSON per language)")
@@ -124,6 +129,7 @@ func (o *gatewayOptions) config() (gateway.Config, error) {
 	c.ChatHandoffActions = splitList(o.chatHandoffActions)
 	c.ChatCancelActions = splitList(o.chatCancelActions)
 	c.APIKeys = splitList(o.apiKeys)
+	c.CORSOrigins = splitList(o.corsOrigins)
 	var err error
 	if c.HandoffPhrases, err = phraseMap(o.handoffPhrases); err != nil {
 		errs = append(errs, fmt.Errorf("--handoff-phrases: %w", err))
@@ -236,7 +242,7 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	pub := publisher.New(js, publisher.WithSource(o.source), publisher.WithTimeout(cfg.RequestTimeout))
-	gw, err := gateway.New(cfg, pub, st, reg, log)
+	gw, err := gateway.New(cfg, pub, st, reg, log, gateway.WithFeed(js))
 	if err != nil {
 		return usageError{fmt.Errorf("gateway: %w", err)}
 	}
