@@ -36,6 +36,8 @@ type env struct {
 	js    jetstream.JetStream
 	pub   *publisher.Publisher
 	st    store.Store
+	// onPublish, when set, sees every event publishConversations stored.
+	onPublish func(handoff.Event)
 }
 
 func newEnv(t testing.TB) *env {
@@ -178,6 +180,21 @@ func (e *env) waitDrained(limit time.Duration) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// inboundLastSeq is the inbound stream's last sequence: how many messages
+// it ever stored.
+func (e *env) inboundLastSeq() uint64 {
+	e.t.Helper()
+	s, err := e.js.Stream(context.Background(), stream.InStream)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return info.State.LastSeq
 }
 
 // inboundLen is the number of events still in the inbound stream.

@@ -2,6 +2,8 @@ package worker_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -16,6 +18,7 @@ import (
 	"github.com/handoff-dev/handoff"
 	"github.com/handoff-dev/handoff/internal/testenv"
 	"github.com/handoff-dev/handoff/livechat/livechatsim"
+	"github.com/handoff-dev/handoff/publisher"
 	"github.com/handoff-dev/handoff/store"
 )
 
@@ -112,6 +115,43 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
+// publishRetrying publishes a new event and, while NATS is unreachable,
+// publishes it again with the same ID until it is stored: what a bot or the
+// gateway does, and what makes a copy after a NATS restart. It calls
+// e.onPublish with the stored event.
+func (e *env) publishRetrying(typ handoff.EventType, conv string, data any) handoff.Event {
+	e.t.Helper()
+	ev, err := handoff.NewEvent(typ, conv, data)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.republish(ev)
+	if e.onPublish != nil {
+		e.onPublish(ev)
+	}
+	return ev
+}
+
+// republish publishes ev as it is (same ID, so same Nats-Msg-Id), retrying
+// while NATS is unreachable, for at most a minute.
+func (e *env) republish(ev handoff.Event) {
+	e.t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := e.pub.Publish(ctx, ev)
+		cancel()
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, publisher.ErrUnavailable) || time.Now().After(deadline) {
+			e.t.Errorf("publish %s: %v", ev.ID, err)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // publishConversations publishes n conversations of m events each (a
 // handoff, then messages), conversations interleaved, each in order, and
 // returns the custom_ids LiveChat must end up with, per conversation.
@@ -127,13 +167,13 @@ func (e *env) publishConversations(first, n, m int, pause func()) map[string][]s
 			for i := range work {
 				c := conv(first + i)
 				ids := make([]string, 0, m)
-				h := e.publish(handoff.TypeHandoffRequested, c, handoff.HandoffRequested{
+				h := e.publishRetrying(handoff.TypeHandoffRequested, c, handoff.HandoffRequested{
 					Customer: handoff.Customer{Name: fmt.Sprintf("Customer %d", i)},
 					Text:     "agent please",
 				})
 				ids = append(ids, h.ID+"/0")
 				for j := 1; j < m; j++ {
-					ev := e.publish(handoff.TypeMessageUser, c, handoff.UserMessage{Text: fmt.Sprintf("message %d of %s", j, c)})
+					ev := e.publishRetrying(handoff.TypeMessageUser, c, handoff.UserMessage{Text: fmt.Sprintf("message %d of %s", j, c)})
 					ids = append(ids, ev.ID)
 					if pause != nil {
 						pause()
@@ -156,8 +196,12 @@ func (e *env) publishConversations(first, n, m int, pause func()) map[string][]s
 // TestFaultsKilledWorkers is the acceptance test of the worker's
 // guarantees: three worker processes are SIGKILLed and restarted at random
 // while LiveChat fails, rate-limits, expires tokens, drops connections after
-// applying requests and stalls. In the end every message is in LiveChat
-// once, in order, one chat per conversation, and nothing is dead-lettered.
+// applying requests and stalls. Halfway through, nats-server itself is
+// SIGKILLed and restarted, while a publisher re-publishes a random 10 % of
+// the events (same ID): copies of events already applied are stored again,
+// since the restarted server no longer knows their IDs. In the end every
+// message is in LiveChat once, in order, one chat per conversation, and
+// nothing is dead-lettered.
 func TestFaultsKilledWorkers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test skipped in -short mode")
@@ -166,7 +210,18 @@ func TestFaultsKilledWorkers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t)
+	e := newEnvOn(t, testenv.StartNATSProcess(t))
+	var (
+		chosenMu sync.Mutex
+		chosen   []handoff.Event // to be published again
+	)
+	e.onPublish = func(ev handoff.Event) {
+		if rand.IntN(10) == 0 {
+			chosenMu.Lock()
+			chosen = append(chosen, ev)
+			chosenMu.Unlock()
+		}
+	}
 	if err := e.sim.SetFaults(livechatsim.Faults{
 		Latency:        &livechatsim.Latency{FixedMS: 1, TailMS: 400, TailRatio: 0.01},
 		Errors:         []livechatsim.ErrorFault{{Action: "*", Rate: 0.10, Type: "internal", Status: 500}},
@@ -222,6 +277,23 @@ func TestFaultsKilledWorkers(t *testing.T) {
 
 	n, m := *faultConversations, *faultMessages
 	want := e.publishConversations(0, n, m, func() { time.Sleep(time.Duration(rand.IntN(3)) * time.Millisecond) })
+
+	// Halfway: kill nats-server, and re-publish the chosen events while it
+	// is down (the publishes retry) and after it is back.
+	waitFor(t, 60*time.Second, func() bool { return e.inboundLen() <= uint64(n*m/2) })
+	e.nats.Kill()
+	rand.Shuffle(len(chosen), func(i, j int) { chosen[i], chosen[j] = chosen[j], chosen[i] })
+	republished := make(chan struct{})
+	go func() {
+		defer close(republished)
+		for _, ev := range chosen {
+			e.republish(ev)
+			time.Sleep(3 * time.Millisecond)
+		}
+	}()
+	time.Sleep(time.Second)
+	e.nats.Start()
+	<-republished
 	// Keep killing while the workers catch up, so the tail of the run is
 	// as hostile as its head; stop when little is left, then drain.
 	deadline := time.Now().Add(60 * time.Second)
@@ -237,8 +309,14 @@ func TestFaultsKilledWorkers(t *testing.T) {
 	if dl := e.deadLetters(); len(dl) != 0 {
 		t.Errorf("%d dead letters, first: %v", len(dl), dl[0])
 	}
+	// Every sequence beyond one per event is a copy JetStream stored; if
+	// there were none, the restart did not make the worker face any.
+	copies := int(e.inboundLastSeq()) - n*m
+	if copies <= 0 {
+		t.Errorf("JetStream stored no copy of the %d re-published events: the run did not test the worker's idempotency", len(chosen))
+	}
 	stats := e.sim.Stats()
-	t.Logf("%d conversations × %d events, %d worker kills; simulator answers: %v", n, m, kills, stats)
+	t.Logf("%d conversations × %d events, %d worker kills, 1 NATS kill, %d events re-published, %d copies stored; simulator answers: %v", n, m, kills, len(chosen), copies, stats)
 	if kills < 3 {
 		t.Errorf("only %d kills: the run was too short to test crashes", kills)
 	}
