@@ -37,6 +37,11 @@ import (
 // (c) the worker with 100 ms LiveChat latency, 2,000 conversations;
 // (d) publish-to-LiveChat latency at 500 events/s;
 // (e) the worker process's peak RSS with 10,000 active conversations.
+//
+// (a) also reports the Redis memory of an active conversation: every key
+// the worker wrote (MEMORY USAGE) divided by the conversations, and the
+// record alone, after 20 events (so 20 applied event IDs) and at the cap of
+// handoff.MaxAppliedEvents.
 
 var benchScale = 1.0
 
@@ -52,7 +57,11 @@ func scaled(n int) int { return max(1, int(float64(n)*benchScale)) }
 
 func BenchmarkHandoff(b *testing.B) {
 	var a, base float64
-	b.Run("a_worker", func(b *testing.B) { a = benchWorker(b, scaled(1000), 20, 0) })
+	b.Run("a_worker", func(b *testing.B) {
+		var e *env
+		a, e = benchWorker(b, scaled(1000), 20, 0)
+		e.reportRedisMemory(b, scaled(1000))
+	})
 	b.Run("b_baseline", func(b *testing.B) { base = benchBaseline(b, scaled(1000), 20) })
 	b.Run("c_worker_100ms", func(b *testing.B) { benchWorker(b, scaled(2000), 10, 100) })
 	b.Run("d_latency_500ps", func(b *testing.B) { benchLatency(b, 500, 10*time.Second) })
@@ -107,7 +116,7 @@ func (e *env) publishAll(b testing.TB, conversations, perConv int) int {
 	return total
 }
 
-func benchWorker(b *testing.B, conversations, perConv, latencyMS int) float64 {
+func benchWorker(b *testing.B, conversations, perConv, latencyMS int) (float64, *env) {
 	e := newEnv(b)
 	if latencyMS > 0 {
 		if err := e.sim.SetFaults(livechatsim.Faults{Latency: &livechatsim.Latency{FixedMS: latencyMS}}); err != nil {
@@ -127,7 +136,61 @@ func benchWorker(b *testing.B, conversations, perConv, latencyMS int) float64 {
 	b.ReportMetric(rate, "events/s")
 	fmt.Printf("worker: %d conversations × %d events, LiveChat latency %d ms: %d events in %v = %.0f events/s\n",
 		conversations, perConv, latencyMS, total, elapsed.Round(time.Millisecond), rate)
-	return rate
+	return rate, e
+}
+
+// reportRedisMemory measures what the conversations cost Redis: every key
+// under the test's prefix (records, chat index, customer tokens, the mode
+// sets), divided by the conversations; the records alone; and one record
+// holding the cap of applied event IDs.
+func (e *env) reportRedisMemory(b *testing.B, conversations int) {
+	ctx := context.Background()
+	rdb := e.redis.Client()
+	var total, records, nRecords int64
+	iter := rdb.Scan(ctx, 0, e.redis.Prefix()+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		n, err := rdb.MemoryUsage(ctx, iter.Val()).Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += n
+		if strings.HasPrefix(iter.Val(), e.redis.Prefix()+"conv:") {
+			records += n
+			nRecords++
+		}
+	}
+	if err := iter.Err(); err != nil {
+		b.Fatal(err)
+	}
+	if nRecords == 0 {
+		b.Fatal("no conversation record under the test's prefix")
+	}
+	sample, err := e.st.Conversation(ctx, conv(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	full, err := e.st.UpdateConversation(ctx, "bench-at-cap", func(c *handoff.Conversation) error {
+		*c = sample
+		for i := range handoff.MaxAppliedEvents {
+			c.Applied.Add(fmt.Sprintf("0193a5f2-7c1e-7b7a-9d1e-%012d", i), time.Now(), 24*time.Hour)
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	atCap, err := rdb.MemoryUsage(ctx, e.redis.Prefix()+"conv:{"+full.ID+"}").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The scan ran before the capped record was written: it is in neither.
+	perConv := float64(total) / float64(conversations)
+	perRecord := float64(records) / float64(nRecords)
+	b.ReportMetric(perConv, "redis_B/conversation")
+	b.ReportMetric(perRecord, "record_B")
+	b.ReportMetric(float64(atCap), "record_at_cap_B")
+	fmt.Printf("redis: %.0f bytes per active conversation (all keys), record %.0f bytes with %d applied IDs, %d bytes at the cap of %d\n",
+		perConv, perRecord, len(sample.Applied), atCap, handoff.MaxAppliedEvents)
 }
 
 // benchBaseline is the naive consumer the worker is compared with: per
