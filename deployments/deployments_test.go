@@ -262,10 +262,15 @@ func TestKubernetesEnvIsKnownToTheCLI(t *testing.T) {
 	}
 }
 
-// definedMetrics greps the Go sources for metric names.
+// definedMetrics greps the Go sources for metric names: literal ones, and
+// those of package ordered, which names its metrics
+// handoff_<subsystem>_<name> for each consumer's Subsystem.
 func definedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	re := regexp.MustCompile(`Name:\s*"(handoff_[a-z0-9_]+)"`)
+	orderedRe := regexp.MustCompile(`(?:opts|hist)\("([a-z0-9_]+)"`)
+	subsystemRe := regexp.MustCompile(`Subsystem:\s*"([a-z0-9_]+)"`)
+	var generic, subsystems []string
 	defined := map[string]bool{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -284,10 +289,23 @@ func definedMetrics(t *testing.T) map[string]bool {
 		for _, m := range re.FindAllStringSubmatch(string(b), -1) {
 			defined[m[1]] = true
 		}
+		if filepath.Base(filepath.Dir(p)) == "ordered" {
+			for _, m := range orderedRe.FindAllStringSubmatch(string(b), -1) {
+				generic = append(generic, m[1])
+			}
+		}
+		for _, m := range subsystemRe.FindAllStringSubmatch(string(b), -1) {
+			subsystems = append(subsystems, m[1])
+		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, sub := range subsystems {
+		for _, name := range generic {
+			defined["handoff_"+sub+"_"+name] = true
+		}
 	}
 	if len(defined) < 15 {
 		t.Fatalf("found only %d metric definitions: %v", len(defined), defined)

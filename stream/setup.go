@@ -140,15 +140,39 @@ func FeedStreamConfig(c Config) jetstream.StreamConfig {
 	}
 }
 
-// ConsumerConfig is the one durable pull consumer every worker process
-// shares. Explicit acks, unlimited deliveries (the worker dead-letters by its
-// own budget so nothing silently stays behind), and no server-side BackOff
-// because the worker chooses its own delays with NakWithDelay.
+// ConsumerSpec names a durable pull consumer and what it reads: the
+// workers' on HANDOFF_IN, and any other direction consumed with package
+// ordered (e.g. the outbound consumer on HANDOFF_OUT).
+type ConsumerSpec struct {
+	Stream        string
+	Durable       string
+	Description   string
+	FilterSubject string
+}
+
+// WorkerConsumer is the one durable pull consumer every worker process
+// shares.
+var WorkerConsumer = ConsumerSpec{
+	Stream:        InStream,
+	Durable:       Consumer,
+	Description:   "handoff workers",
+	FilterSubject: InPrefix + ">",
+}
+
+// ConsumerConfig is the workers' consumer (WorkerConsumer).
 func ConsumerConfig(c Config) jetstream.ConsumerConfig {
+	return DurableConfig(c, WorkerConsumer)
+}
+
+// DurableConfig is a durable pull consumer as package ordered needs it:
+// explicit acks, unlimited deliveries (the consumer dead-letters by its own
+// budget so nothing silently stays behind), and no server-side BackOff
+// because the consumer chooses its own delays with NakWithDelay.
+func DurableConfig(c Config, s ConsumerSpec) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       Consumer,
-		Description:   "handoff workers",
-		FilterSubject: InPrefix + ">",
+		Durable:       s.Durable,
+		Description:   s.Description,
+		FilterSubject: s.FilterSubject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckWait:       c.AckWait,
@@ -176,7 +200,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, c Config) ([]Change, err
 		}
 		changes = append(changes, ch)
 	}
-	ch, err := ensureConsumer(ctx, js, ConsumerConfig(c))
+	ch, err := EnsureConsumer(ctx, js, c, WorkerConsumer)
 	if err != nil {
 		return changes, err
 	}
@@ -213,10 +237,13 @@ func streamMatches(have, want jetstream.StreamConfig) bool {
 		have.MaxMsgSize == want.MaxMsgSize && have.Discard == want.Discard
 }
 
-func ensureConsumer(ctx context.Context, js jetstream.JetStream, want jetstream.ConsumerConfig) (Change, error) {
-	c, err := js.Consumer(ctx, InStream, want.Durable)
+// EnsureConsumer creates or updates the durable consumer of spec (its
+// stream must exist), idempotently like Setup.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config, spec ConsumerSpec) (Change, error) {
+	want := DurableConfig(cfg, spec)
+	c, err := js.Consumer(ctx, spec.Stream, want.Durable)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		if _, err := js.CreateConsumer(ctx, InStream, want); err != nil {
+		if _, err := js.CreateConsumer(ctx, spec.Stream, want); err != nil {
 			return Change{}, fmt.Errorf("setup: create consumer %s: %w", want.Durable, err)
 		}
 		return Change{want.Durable, "created"}, nil
@@ -230,7 +257,7 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, want jetstream.
 		have.Description == want.Description && have.AckPolicy == want.AckPolicy {
 		return Change{want.Durable, "unchanged"}, nil
 	}
-	if _, err := js.UpdateConsumer(ctx, InStream, want); err != nil {
+	if _, err := js.UpdateConsumer(ctx, spec.Stream, want); err != nil {
 		return Change{}, fmt.Errorf("setup: update consumer %s: %w", want.Durable, err)
 	}
 	return Change{want.Durable, "updated"}, nil

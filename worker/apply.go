@@ -8,18 +8,19 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/internal/ordered"
 	"github.com/handoff-dev/handoff/livechat"
 )
 
 // apply performs one event's LiveChat calls and records the outcome.
 // uncertain means an earlier attempt may have reached LiveChat, so every
 // message is looked up by custom_id before it is sent.
-func (w *Worker) apply(ctx context.Context, it *item, ev handoff.Event, payload any, uncertain bool) error {
+func (w *Worker) apply(ctx context.Context, it *ordered.Delivery, ev handoff.Event, payload any, uncertain bool) error {
 	rec, err := w.st.Conversation(ctx, ev.Subject)
 	if err != nil {
 		return err
 	}
-	if w.appliedBefore(rec, it.seq) || rec.Applied.Has(ev.ID) {
+	if w.appliedBefore(rec, it.Pos) || rec.Applied.Has(ev.ID) {
 		// The second test catches a copy of an applied event under a new
 		// sequence: published again after a NATS restart (JetStream forgot
 		// the Msg-Id with the deleted original) or under another Msg-Id.
@@ -33,7 +34,7 @@ func (w *Worker) apply(ctx context.Context, it *item, ev handoff.Event, payload 
 	case *handoff.HandoffCancelled:
 		return w.applyCancel(ctx, it, ev, rec)
 	}
-	return permanent("unsupported_type", fmt.Errorf("event type %s does not belong on the inbound stream", ev.Type))
+	return ordered.Permanent("unsupported_type", fmt.Errorf("event type %s does not belong on the inbound stream", ev.Type))
 }
 
 // chatLive reports whether the conversation has a chat an agent owns (or
@@ -46,17 +47,17 @@ func chatLive(c handoff.Conversation) bool {
 // same compare-and-swap as the state change, so no crash can separate them.
 // The LastSeq fence makes a late writer (whose message was redelivered
 // elsewhere and applied) a no-op.
-func (w *Worker) commit(ctx context.Context, it *item, ev handoff.Event, rec handoff.Conversation, change func(*handoff.Conversation)) error {
+func (w *Worker) commit(ctx context.Context, it *ordered.Delivery, ev handoff.Event, rec handoff.Conversation, change func(*handoff.Conversation)) error {
 	applied := false
 	now := time.Now()
 	_, err := w.st.UpdateConversationFrom(ctx, rec, func(c *handoff.Conversation) error {
-		if w.appliedBefore(*c, it.seq) || c.Applied.Has(ev.ID) {
+		if w.appliedBefore(*c, it.Pos) || c.Applied.Has(ev.ID) {
 			applied = true
 			return errAbort
 		}
 		change(c)
-		c.LastSeq = it.seq
-		c.StreamEpoch = w.epoch
+		c.LastSeq = it.Pos.Seq
+		c.StreamEpoch = it.Pos.Epoch
 		c.LastEventID = ev.ID
 		c.Applied.Add(ev.ID, now, w.cfg.IdempotencyWindow)
 		return nil
@@ -70,10 +71,10 @@ func (w *Worker) commit(ctx context.Context, it *item, ev handoff.Event, rec han
 	return nil
 }
 
-// appliedBefore reports whether the record shows seq (or a later event of
+// appliedBefore reports whether the record shows pos (or a later event of
 // the same stream) as applied.
-func (w *Worker) appliedBefore(c handoff.Conversation, seq uint64) bool {
-	return c.LastSeq >= seq && (c.StreamEpoch == w.epoch || c.StreamEpoch == 0)
+func (w *Worker) appliedBefore(c handoff.Conversation, pos ordered.Position) bool {
+	return c.LastSeq >= pos.Seq && (c.StreamEpoch == pos.Epoch || c.StreamEpoch == 0)
 }
 
 func (w *Worker) group(g *int) int {
@@ -83,7 +84,7 @@ func (w *Worker) group(g *int) int {
 	return w.cfg.Group
 }
 
-func (w *Worker) applyHandoff(ctx context.Context, it *item, ev handoff.Event, rec handoff.Conversation, p *handoff.HandoffRequested, uncertain bool) error {
+func (w *Worker) applyHandoff(ctx context.Context, it *ordered.Delivery, ev handoff.Event, rec handoff.Conversation, p *handoff.HandoffRequested, uncertain bool) error {
 	if chatLive(rec) {
 		// Repeated "agent!" while a chat is open opens nothing new: the
 		// words go to the agent as a message.
@@ -241,11 +242,11 @@ func transcriptLine(t handoff.TranscriptEntry) string {
 // ensureCustomer returns the conversation's LiveChat customer, creating it
 // on the first handoff. The ID is stored at once, so a crash before the
 // chat opens still reuses this customer (the agent sees one person).
-func (w *Worker) ensureCustomer(ctx context.Context, it *item, conv string, rec handoff.Conversation) (id string, created bool, err error) {
+func (w *Worker) ensureCustomer(ctx context.Context, it *ordered.Delivery, conv string, rec handoff.Conversation) (id string, created bool, err error) {
 	if rec.CustomerID != "" {
 		return rec.CustomerID, false, nil
 	}
-	if err := w.checkLease(it); err != nil {
+	if err := it.CheckLease(); err != nil {
 		return "", false, err
 	}
 	tok, err := w.tokens.newCustomer(ctx)
@@ -265,7 +266,7 @@ func (w *Worker) ensureCustomer(ctx context.Context, it *item, conv string, rec 
 	return saved.CustomerID, saved.CustomerID == tok.EntityID, nil
 }
 
-func (w *Worker) updateCustomer(ctx context.Context, it *item, tok string, ev handoff.Event, p *handoff.HandoffRequested) error {
+func (w *Worker) updateCustomer(ctx context.Context, it *ordered.Delivery, tok string, ev handoff.Event, p *handoff.HandoffRequested) error {
 	u := livechat.CustomerUpdate{Name: p.Customer.Name, Email: p.Customer.Email}
 	fields := map[string]string{"conversation": ev.Subject}
 	if p.Reason != "" {
@@ -290,7 +291,7 @@ func (w *Worker) updateCustomer(ctx context.Context, it *item, tok string, ev ha
 	return err
 }
 
-func (w *Worker) applyMessage(ctx context.Context, it *item, ev handoff.Event, rec handoff.Conversation, p *handoff.UserMessage, uncertain bool) error {
+func (w *Worker) applyMessage(ctx context.Context, it *ordered.Delivery, ev handoff.Event, rec handoff.Conversation, p *handoff.UserMessage, uncertain bool) error {
 	text := p.Text
 	if len(p.Attachments) > 0 {
 		text = strings.TrimSpace(text + "\n" + strings.Join(p.Attachments, "\n"))
@@ -315,7 +316,7 @@ func (w *Worker) applyMessage(ctx context.Context, it *item, ev handoff.Event, r
 
 // sendText sends text to the conversation's chat, split at LiveChat's
 // limit; each part's custom_id is the event ID (with #n when split).
-func (w *Worker) sendText(ctx context.Context, it *item, rec *handoff.Conversation, eventID, text string, uncertain bool) error {
+func (w *Worker) sendText(ctx context.Context, it *ordered.Delivery, rec *handoff.Conversation, eventID, text string, uncertain bool) error {
 	parts := livechat.SplitText(text, livechat.MaxTextBytes)
 	for i, part := range parts {
 		id := eventID
@@ -333,7 +334,7 @@ func (w *Worker) sendText(ctx context.Context, it *item, rec *handoff.Conversati
 // sendEvent sends one event exactly once: when an earlier attempt may have
 // reached LiveChat it looks for the custom_id first; an inactive chat is
 // resumed with the event as its opening event.
-func (w *Worker) sendEvent(ctx context.Context, it *item, rec *handoff.Conversation, e livechat.Event, uncertain bool) error {
+func (w *Worker) sendEvent(ctx context.Context, it *ordered.Delivery, rec *handoff.Conversation, e livechat.Event, uncertain bool) error {
 	tok, err := w.tokens.customer(ctx, rec.CustomerID)
 	if err != nil {
 		return err
@@ -379,7 +380,7 @@ func (w *Worker) sendEvent(ctx context.Context, it *item, rec *handoff.Conversat
 	return nil
 }
 
-func (w *Worker) applyCancel(ctx context.Context, it *item, ev handoff.Event, rec handoff.Conversation) error {
+func (w *Worker) applyCancel(ctx context.Context, it *ordered.Delivery, ev handoff.Event, rec handoff.Conversation) error {
 	if chatLive(rec) {
 		tok, err := w.tokens.customer(ctx, rec.CustomerID)
 		if err != nil {
@@ -398,8 +399,8 @@ func (w *Worker) applyCancel(ctx context.Context, it *item, ev handoff.Event, re
 
 // call runs one LiveChat request behind the circuit breaker, after making
 // sure this worker still holds the message.
-func (w *Worker) call(ctx context.Context, it *item, fn func(context.Context) error) error {
-	if err := w.checkLease(it); err != nil {
+func (w *Worker) call(ctx context.Context, it *ordered.Delivery, fn func(context.Context) error) error {
+	if err := it.CheckLease(); err != nil {
 		return err
 	}
 	return w.breaker.do(ctx, fn)

@@ -9,55 +9,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the worker's Prometheus metrics, defined once here.
+// metrics are the worker's LiveChat metrics, defined once here; the
+// consumer's (events, retries, dead letters, in flight, lag, consumer info)
+// are package ordered's, under the same handoff_worker_ prefix.
 type metrics struct {
-	events              *prometheus.CounterVec
-	duration            *prometheus.HistogramVec
-	lag                 prometheus.Histogram
-	retries             *prometheus.CounterVec
-	tokenReissues       *prometheus.CounterVec
-	inFlight            prometheus.Gauge
-	deadLetters         *prometheus.CounterVec
-	reconciled          prometheus.Counter
-	breakerState        *prometheus.GaugeVec
-	consumerPending     prometheus.Gauge
-	consumerAckPending  prometheus.Gauge
-	consumerRedelivered prometheus.Gauge
-	conversations       *prometheus.GaugeVec
+	tokenReissues *prometheus.CounterVec
+	reconciled    prometheus.Counter
+	breakerState  *prometheus.GaugeVec
+	conversations *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "handoff_worker_events_total",
-			Help: "Events taken from the inbound stream, by type and outcome (applied, duplicate, deferred, retried, dead_lettered).",
-		}, []string{"type", "outcome"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "handoff_worker_event_duration_seconds",
-			Help:    "Time from taking an event to its outcome, including retries.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"type"}),
-		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "handoff_worker_end_to_end_lag_seconds",
-			Help:    "Time from an event's publication to LiveChat accepting it.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
-		}),
-		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "handoff_worker_retries_total",
-			Help: "Attempts that failed and will be retried, by reason.",
-		}, []string{"reason"}),
 		tokenReissues: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "handoff_worker_token_reissues_total",
 			Help: "LiveChat access tokens obtained, by kind (agent, customer).",
 		}, []string{"kind"}),
-		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "handoff_worker_events_in_flight",
-			Help: "Events this process holds: being applied or waiting behind an older event of their conversation.",
-		}),
-		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "handoff_worker_dead_letters_total",
-			Help: "Events moved to the dead-letter stream, by reason.",
-		}, []string{"reason"}),
 		reconciled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "handoff_worker_reconciled_sends_total",
 			Help: "Messages found already in LiveChat by custom_id after an uncertain attempt, so not sent again.",
@@ -66,38 +33,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "handoff_worker_livechat_circuit_state",
 			Help: "State of the circuit breaker in front of each LiveChat host (api, accounts): 0 closed, 1 half-open, 2 open.",
 		}, []string{"host"}),
-		consumerPending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "handoff_worker_consumer_pending_messages",
-			Help: "Events in the inbound stream not yet delivered to any worker (read from the consumer).",
-		}),
-		consumerAckPending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "handoff_worker_consumer_ack_pending_messages",
-			Help: "Events delivered to workers and not yet acknowledged (read from the consumer).",
-		}),
-		consumerRedelivered: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "handoff_worker_consumer_redelivered_messages",
-			Help: "Events delivered more than once and not yet acknowledged (read from the consumer).",
-		}),
 		conversations: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "handoff_conversations",
 			Help: "Live conversations by mode, read from the store (the same fleet-wide value on every worker: aggregate with max, not sum).",
 		}, []string{"mode"}),
 	}
-	for _, c := range []prometheus.Collector{m.conversations, m.events, m.duration, m.lag, m.retries, m.tokenReissues, m.inFlight,
-		m.deadLetters, m.reconciled, m.breakerState, m.consumerPending, m.consumerAckPending, m.consumerRedelivered} {
+	for _, c := range []prometheus.Collector{m.conversations, m.tokenReissues, m.reconciled, m.breakerState} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
 }
-
-func (m *metrics) observe(typ, outcome string, start time.Time) {
-	m.events.WithLabelValues(typ, outcome).Inc()
-	m.duration.WithLabelValues(typ).Observe(time.Since(start).Seconds())
-}
-
-func (m *metrics) retried(reason string) { m.retries.WithLabelValues(reason).Inc() }
 
 // LiveChatMetrics measures every request to LiveChat by action and status
 // code. Wrap the LiveChat client's transport with it.

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/ordered"
 	"github.com/handoff-dev/handoff/livechat"
 	"github.com/handoff-dev/handoff/store"
 	"golang.org/x/sync/singleflight"
@@ -223,7 +224,7 @@ func (t *tokens) loadOrganization(ctx context.Context) error {
 		return err
 	}
 	if t.lc.KnownOrganizationID() == "" {
-		return permanent("livechat_no_organization", errors.New("LiveChat named no organization: configure --livechat-organization-id"))
+		return ordered.Permanent("livechat_no_organization", errors.New("LiveChat named no organization: configure --livechat-organization-id"))
 	}
 	return nil
 }

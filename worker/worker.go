@@ -1,26 +1,26 @@
 // Package worker applies the events of the inbound stream to LiveChat.
 //
-// Any number of worker processes share one durable pull consumer. Each
-// conversation's events reach LiveChat in publish order and exactly once:
-// a worker applies an event only when it is the oldest message still stored
-// on its conversation's subject (the stream is a work queue, so applied
-// events are gone), the conversation record's LastSeq fences late writers,
-// the record remembers the applied event IDs so a copy of an event (stored
-// again after a NATS restart, or under another Nats-Msg-Id) is not applied
-// twice, and every LiveChat message carries the event ID as custom_id so an
-// uncertain send is looked up before it is sent again. ARCHITECTURE.md walks
-// through the cases.
+// Any number of worker processes share one durable pull consumer, run by
+// package ordered: each conversation's events reach the worker's handler in
+// publish order, one at a time (an event is handled only when it is the
+// oldest message still stored on its conversation's subject), with retries,
+// outage hand-back and dead letters. This package is the LiveChat handler on
+// top: the conversation record's LastSeq fences late writers, the record
+// remembers the applied event IDs so a copy of an event (stored again after
+// a NATS restart, or under another Nats-Msg-Id) is not applied twice, and
+// every LiveChat message carries the event ID as custom_id so an uncertain
+// send is looked up before it is sent again. ARCHITECTURE.md walks through
+// the cases.
 package worker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/ordered"
 	"github.com/handoff-dev/handoff/livechat"
 	"github.com/handoff-dev/handoff/store"
 	"github.com/handoff-dev/handoff/stream"
@@ -137,15 +137,7 @@ type Worker struct {
 	breaker *breaker // the Web API
 	// accounts is the breaker of the accounts service (tokens).
 	accounts *breaker
-	in       jetstream.Stream
-	// epoch is the inbound stream's creation time, stored with LastSeq.
-	epoch int64
-
-	mu       sync.Mutex
-	convs    map[string]*convQueue
-	held     map[uint64]*item
-	stopping bool
-	wg       sync.WaitGroup
+	consumer *ordered.Consumer
 }
 
 // New returns a worker. lc must be built with the HTTP client from
@@ -161,66 +153,42 @@ func New(cfg Config, js jetstream.JetStream, lc *livechat.Client, st store.Store
 		return nil, err
 	}
 	w := &Worker{
-		cfg:   cfg,
-		js:    js,
-		lc:    lc,
-		st:    st,
-		log:   log,
-		m:     m,
-		convs: map[string]*convQueue{},
-		held:  map[uint64]*item{},
+		cfg: cfg,
+		js:  js,
+		lc:  lc,
+		st:  st,
+		log: log,
+		m:   m,
 	}
 	w.breaker = newBreaker("api", cfg.BreakerFailures, cfg.BreakerOpenFor, m)
 	w.accounts = newBreaker("accounts", cfg.BreakerFailures, cfg.BreakerOpenFor, m)
 	w.tokens = newTokens(lc, st, w.accounts, m, log)
+	w.consumer, err = ordered.New(cfg.consumerConfig(), js, ordered.HandlerFunc(w.handle), reg, log)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
 	return w, nil
 }
 
-// item is one delivered message this process holds.
-type item struct {
-	msg       jetstream.Msg
-	seq       uint64
-	delivered uint64
-	subject   string
-	// release frees the item's in-flight slot; called once, by done.
-	release func()
-	// lease is when the worker last proved to NATS that it still holds the
-	// message (delivery or a heartbeat on a connected client).
-	mu    sync.Mutex
-	lease time.Time
-}
-
-func (it *item) leaseAge() time.Duration {
-	it.mu.Lock()
-	defer it.mu.Unlock()
-	return time.Since(it.lease)
-}
-
-func (it *item) renew() {
-	it.mu.Lock()
-	it.lease = time.Now()
-	it.mu.Unlock()
-}
-
-// convQueue holds one conversation's messages in stream order.
-type convQueue struct {
-	items []*item
-}
-
-// insert files it in stream order. A redelivery of a message already
-// queued replaces it (the newer delivery's ack reply is the live one) and the
-// replaced item is returned so its slot can be freed.
-func (q *convQueue) insert(it *item) (replaced *item) {
-	i := sort.Search(len(q.items), func(i int) bool { return q.items[i].seq >= it.seq })
-	if i < len(q.items) && q.items[i].seq == it.seq {
-		replaced = q.items[i]
-		q.items[i] = it
-		return replaced
+// consumerConfig is the ordered consumer of the inbound stream, with the
+// worker's metric names (handoff_worker_*).
+func (c Config) consumerConfig() ordered.Config {
+	return ordered.Config{
+		Stream:          stream.InStream,
+		Durable:         stream.Consumer,
+		DLQPrefix:       stream.DLQPrefix,
+		Subsystem:       "worker",
+		MaxInFlight:     c.MaxInFlight,
+		MaxAttempts:     c.MaxAttempts,
+		BackoffBase:     c.BackoffBase,
+		BackoffMax:      c.BackoffMax,
+		OrderDelay:      c.OrderDelay,
+		OutageDelay:     c.OutageDelay,
+		ShutdownTimeout: c.ShutdownTimeout,
+		AckWait:         c.AckWait,
+		StatsInterval:   c.StatsInterval,
+		Classify:        classify,
 	}
-	q.items = append(q.items, nil)
-	copy(q.items[i+1:], q.items[i:])
-	q.items[i] = it
-	return nil
 }
 
 // Run sets up the streams, then consumes until ctx ends; then it stops
@@ -233,213 +201,25 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	w.in, err = w.js.Stream(ctx, stream.InStream)
-	if err != nil {
-		return fmt.Errorf("worker: open stream %s: %w", stream.InStream, err)
+	statsCtx, stopStats := context.WithCancel(ctx)
+	var stats sync.WaitGroup
+	stats.Add(1)
+	go func() { defer stats.Done(); w.conversationStats(statsCtx) }()
+	defer func() { stopStats(); stats.Wait() }()
+	if err := w.consumer.Run(ctx); err != nil {
+		return fmt.Errorf("worker: %w", err)
 	}
-	w.epoch = w.in.CachedInfo().Created.UnixNano()
-	cons, err := w.js.Consumer(ctx, stream.InStream, stream.Consumer)
-	if err != nil {
-		return fmt.Errorf("worker: open consumer %s: %w", stream.Consumer, err)
-	}
-	// Prefetch no more than we can hold, so buffered messages do not sit
-	// out their ack wait in the client (nats.go #1929).
-	prefetch := min(w.cfg.MaxInFlight, 256)
-	iter, err := cons.Messages(jetstream.PullMaxMessages(prefetch), jetstream.PullHeartbeat(5*time.Second))
-	if err != nil {
-		return fmt.Errorf("worker: consume: %w", err)
-	}
-	w.log.Info("worker started", "stream", stream.InStream, "consumer", stream.Consumer, "max_in_flight", w.cfg.MaxInFlight)
-
-	// Work outlives ctx by ShutdownTimeout so a SIGTERM does not cut a
-	// LiveChat call in half.
-	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
-
-	bgCtx, stopBG := context.WithCancel(ctx)
-	var bg sync.WaitGroup
-	bg.Add(2)
-	go func() { defer bg.Done(); w.heartbeats(bgCtx) }()
-	go func() { defer bg.Done(); w.consumerStats(bgCtx, cons) }()
-
-	go func() {
-		<-ctx.Done()
-		// From now on queued and newly drained events are handed back at
-		// once, so other workers take them without waiting for the ack
-		// wait; Drain lets the buffered ones reach us to be handed back.
-		w.mu.Lock()
-		w.stopping = true
-		w.mu.Unlock()
-		iter.Drain()
-	}()
-
-	slots := make(chan struct{}, w.cfg.MaxInFlight)
-	for {
-		msg, err := iter.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				break
-			}
-			w.log.Warn("fetch failed", "err", err)
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		select {
-		case slots <- struct{}{}:
-			if ctx.Err() != nil {
-				<-slots
-				_ = msg.Nak()
-				continue
-			}
-			w.dispatch(workCtx, msg, func() { <-slots })
-		case <-ctx.Done():
-			_ = msg.Nak()
-		}
-	}
-
-	w.log.Info("worker stopping: finishing in-flight events", "deadline", w.cfg.ShutdownTimeout)
-	done := make(chan struct{})
-	go func() { w.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(w.cfg.ShutdownTimeout):
-		w.log.Warn("shutdown deadline passed: handing back in-flight events")
-		cancelWork()
-		<-done
-	}
-	stopBG()
-	bg.Wait()
-	w.log.Info("worker stopped")
 	return nil
 }
 
-// dispatch queues msg behind the conversation's older messages and starts
-// the conversation's runner if it is idle. It never blocks.
-func (w *Worker) dispatch(ctx context.Context, msg jetstream.Msg, release func()) {
-	md, err := msg.Metadata()
-	if err != nil {
-		w.log.Error("message without metadata: terminating", "subject", msg.Subject(), "err", err)
-		_ = msg.Term()
-		release()
-		return
-	}
-	it := &item{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, subject: msg.Subject(),
-		release: release, lease: time.Now()}
-	w.mu.Lock()
-	w.held[it.seq] = it
-	q, running := w.convs[it.subject]
-	if !running {
-		q = &convQueue{}
-		w.convs[it.subject] = q
-	}
-	replaced := q.insert(it)
-	w.m.inFlight.Set(float64(len(w.held)))
-	w.mu.Unlock()
-	if replaced != nil {
-		w.done(replaced)
-	}
-	if !running {
-		w.wg.Add(1)
-		go w.runConversation(ctx, it.subject, q)
-	}
+// handle applies one inbound event to LiveChat.
+func (w *Worker) handle(ctx context.Context, d *ordered.Delivery) error {
+	return w.apply(ctx, d, d.Event, d.Payload, d.Uncertain())
 }
 
-// done forgets a finished item and frees its slot.
-func (w *Worker) done(it *item) {
-	w.mu.Lock()
-	if w.held[it.seq] == it {
-		delete(w.held, it.seq)
-	}
-	release := it.release
-	it.release = nil
-	w.m.inFlight.Set(float64(len(w.held)))
-	w.mu.Unlock()
-	if release != nil {
-		release()
-	}
-}
-
-// runConversation applies a conversation's queued messages one at a time,
-// in stream order, and exits when the queue is empty.
-func (w *Worker) runConversation(ctx context.Context, subject string, q *convQueue) {
-	defer w.wg.Done()
-	for {
-		w.mu.Lock()
-		if len(q.items) == 0 {
-			delete(w.convs, subject)
-			w.mu.Unlock()
-			return
-		}
-		it := q.items[0]
-		q.items = q.items[1:]
-		stopping := w.stopping
-		w.mu.Unlock()
-		if stopping {
-			// Hand it back untouched: another worker (or this one after a
-			// restart) takes it in order.
-			_ = it.msg.Nak()
-			w.done(it)
-			continue
-		}
-		if requeue := w.process(ctx, it); requeue {
-			w.mu.Lock()
-			if replaced := q.insert(it); replaced != nil && replaced != it {
-				w.mu.Unlock()
-				w.done(replaced)
-				continue
-			}
-			w.mu.Unlock()
-			continue
-		}
-		w.done(it)
-	}
-}
-
-// holdsWaiting reports whether this process holds seq of subject, queued.
-func (w *Worker) holdsWaiting(subject string, seq uint64) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	q, ok := w.convs[subject]
-	if !ok {
-		return false
-	}
-	for _, it := range q.items {
-		if it.seq == seq {
-			return true
-		}
-	}
-	return false
-}
-
-// heartbeats tells NATS every third of the ack wait that the held messages
-// are still being worked on, so they are not redelivered elsewhere.
-func (w *Worker) heartbeats(ctx context.Context) {
-	t := time.NewTicker(w.cfg.AckWait / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		w.mu.Lock()
-		items := make([]*item, 0, len(w.held))
-		for _, it := range w.held {
-			items = append(items, it)
-		}
-		w.mu.Unlock()
-		connected := w.js.Conn().IsConnected()
-		for _, it := range items {
-			if err := it.msg.InProgress(); err == nil && connected {
-				it.renew()
-			}
-		}
-	}
-}
-
-// consumerStats reads the consumer's pending and redelivered counts (for
-// the metrics and queue-lag autoscaling) and the conversations per mode.
-func (w *Worker) consumerStats(ctx context.Context, cons jetstream.Consumer) {
+// conversationStats reads the conversations per mode from the store: a
+// fleet-wide figure, so it is the worker's and not the consumer's.
+func (w *Worker) conversationStats(ctx context.Context) {
 	t := time.NewTicker(w.cfg.StatsInterval)
 	defer t.Stop()
 	for {
@@ -449,14 +229,6 @@ func (w *Worker) consumerStats(ctx context.Context, cons jetstream.Consumer) {
 		case <-t.C:
 		}
 		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		info, err := cons.Info(ictx)
-		cancel()
-		if err == nil {
-			w.m.consumerPending.Set(float64(info.NumPending))
-			w.m.consumerAckPending.Set(float64(info.NumAckPending))
-			w.m.consumerRedelivered.Set(float64(info.NumRedelivered))
-		}
-		ictx, cancel = context.WithTimeout(ctx, 2*time.Second)
 		counts, err := w.st.CountByMode(ictx)
 		cancel()
 		if err == nil {

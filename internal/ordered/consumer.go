@@ -1,0 +1,449 @@
+// Package ordered consumes a JetStream work-queue stream whose subjects are
+// conversations, and hands each conversation's events to a Handler one at a
+// time, in publish order, across any number of processes sharing one durable
+// pull consumer.
+//
+// It owns the mechanism both directions need (inbound to LiveChat in
+// package worker, outbound to the user's channel): the fetch loop and its
+// in-flight slots, a queue per subject, the head-of-subject gate (an event
+// is handled only when it is the oldest message still stored on its subject,
+// checked with GetMsg), the lease on each held message (heartbeats and
+// Delivery.CheckLease), retries with backoff, jitter and Retry-After,
+// hand-back with NakWithDelay during an outage, DoubleAck, dead letters to
+// HANDOFF_DLQ with their reason, drain on shutdown, and the generic metrics.
+// Handlers keep what is specific to their downstream: the calls, the
+// idempotency fence, circuit breakers and a Classifier for their errors.
+package ordered
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/handoff-dev/handoff/stream"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Handler applies one event. It returns nil when the event's effect is in
+// place, or an error the consumer classifies: the wrappers Permanent,
+// Outage and Skip, the sentinels ErrDuplicate and ErrLeaseLost, or anything
+// else through Config.Classify.
+type Handler interface {
+	Handle(ctx context.Context, d *Delivery) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, d *Delivery) error
+
+// Handle calls f.
+func (f HandlerFunc) Handle(ctx context.Context, d *Delivery) error { return f(ctx, d) }
+
+// Config tunes a Consumer. Zero durations and counts take the defaults of
+// DefaultConfig; Stream, Durable and Subsystem are required.
+type Config struct {
+	// Stream is the work-queue stream read, e.g. HANDOFF_IN.
+	Stream string
+	// Durable is the durable pull consumer every process shares; it must
+	// exist (stream.Setup creates it) with explicit acks and AckWait.
+	Durable string
+	// DLQPrefix is the subject prefix of dead letters in HANDOFF_DLQ; the
+	// conversation's token follows it. Default stream.DLQPrefix.
+	DLQPrefix string
+	// Subsystem names the metrics: handoff_<Subsystem>_events_total, ...
+	Subsystem string
+	// MaxInFlight bounds the events one process holds at once: being
+	// handled, or waiting behind an older event of the same conversation.
+	MaxInFlight int
+	// MaxAttempts is the retry budget of one event for transient failures
+	// before it is dead-lettered. Outages do not spend it.
+	MaxAttempts int
+	// BackoffBase and BackoffMax bound the exponential backoff with jitter
+	// between attempts; a Verdict's RetryAfter wins when longer.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// OrderDelay is how long an event waits before redelivery when an older
+	// event of its conversation is held by another process.
+	OrderDelay time.Duration
+	// OutageDelay is how long an event waits before redelivery during an
+	// outage.
+	OutageDelay time.Duration
+	// ShutdownTimeout bounds how long Run finishes in-flight events after
+	// its context ends; what is left is handed back to the stream.
+	ShutdownTimeout time.Duration
+	// AckWait must match the consumer's; the consumer signals progress at
+	// a third of it, and Delivery.CheckLease fails after half of it
+	// without a successful heartbeat.
+	AckWait time.Duration
+	// StatsInterval is how often consumer info is read for metrics.
+	StatsInterval time.Duration
+	// Classify classifies the handler's errors the consumer does not know.
+	Classify Classifier
+}
+
+// DefaultConfig returns the defaults of the inbound worker, documented in
+// README.md.
+func DefaultConfig() Config {
+	return Config{
+		DLQPrefix:       stream.DLQPrefix,
+		MaxInFlight:     1024,
+		MaxAttempts:     12,
+		BackoffBase:     100 * time.Millisecond,
+		BackoffMax:      10 * time.Second,
+		OrderDelay:      100 * time.Millisecond,
+		OutageDelay:     2 * time.Second,
+		ShutdownTimeout: 20 * time.Second,
+		AckWait:         stream.DefaultConfig().AckWait,
+		StatsInterval:   5 * time.Second,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.DLQPrefix == "" {
+		c.DLQPrefix = d.DLQPrefix
+	}
+	positive(&c.MaxInFlight, d.MaxInFlight)
+	positive(&c.MaxAttempts, d.MaxAttempts)
+	positive(&c.BackoffBase, d.BackoffBase)
+	positive(&c.BackoffMax, d.BackoffMax)
+	positive(&c.OrderDelay, d.OrderDelay)
+	positive(&c.OutageDelay, d.OutageDelay)
+	positive(&c.ShutdownTimeout, d.ShutdownTimeout)
+	positive(&c.AckWait, d.AckWait)
+	positive(&c.StatsInterval, d.StatsInterval)
+	return c
+}
+
+// positive replaces a zero or negative setting with its default.
+func positive[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
+// Consumer runs a Handler over a stream. Create it with New and call Run
+// once.
+type Consumer struct {
+	cfg Config
+	js  jetstream.JetStream
+	h   Handler
+	log *slog.Logger
+	m   *metrics
+	str jetstream.Stream
+	// epoch is the stream's creation time: sequences restart when the
+	// stream is recreated, so a position is (epoch, sequence).
+	epoch int64
+
+	mu       sync.Mutex
+	convs    map[string]*convQueue
+	held     map[uint64]*item
+	stopping bool
+	wg       sync.WaitGroup
+}
+
+// New returns a consumer of cfg.Stream that hands events to h; reg receives
+// the metrics under cfg.Subsystem.
+func New(cfg Config, js jetstream.JetStream, h Handler, reg prometheus.Registerer, log *slog.Logger) (*Consumer, error) {
+	if cfg.Stream == "" || cfg.Durable == "" || cfg.Subsystem == "" {
+		return nil, errors.New("ordered: Stream, Durable and Subsystem are required")
+	}
+	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	m, err := newMetrics(reg, cfg.Subsystem, cfg.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("ordered: metrics: %w", err)
+	}
+	return &Consumer{
+		cfg:   cfg,
+		js:    js,
+		h:     h,
+		log:   log,
+		m:     m,
+		convs: map[string]*convQueue{},
+		held:  map[uint64]*item{},
+	}, nil
+}
+
+// Run consumes until ctx ends; then it stops fetching, finishes in-flight
+// events within ShutdownTimeout, hands back the rest and returns nil.
+func (c *Consumer) Run(ctx context.Context) error {
+	var err error
+	c.str, err = c.js.Stream(ctx, c.cfg.Stream)
+	if err != nil {
+		return fmt.Errorf("ordered: open stream %s: %w", c.cfg.Stream, err)
+	}
+	c.epoch = c.str.CachedInfo().Created.UnixNano()
+	cons, err := c.js.Consumer(ctx, c.cfg.Stream, c.cfg.Durable)
+	if err != nil {
+		return fmt.Errorf("ordered: open consumer %s: %w", c.cfg.Durable, err)
+	}
+	// Prefetch no more than we can hold, so buffered messages do not sit
+	// out their ack wait in the client (nats.go #1929).
+	prefetch := min(c.cfg.MaxInFlight, 256)
+	iter, err := cons.Messages(jetstream.PullMaxMessages(prefetch), jetstream.PullHeartbeat(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("ordered: consume %s: %w", c.cfg.Durable, err)
+	}
+	c.log.Info("consumer started", "stream", c.cfg.Stream, "consumer", c.cfg.Durable, "max_in_flight", c.cfg.MaxInFlight)
+
+	// Work outlives ctx by ShutdownTimeout so a SIGTERM does not cut a
+	// downstream call in half.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+
+	bgCtx, stopBG := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	bg.Add(2)
+	go func() { defer bg.Done(); c.heartbeats(bgCtx) }()
+	go func() { defer bg.Done(); c.consumerStats(bgCtx, cons) }()
+
+	go func() {
+		<-ctx.Done()
+		// From now on queued and newly drained events are handed back at
+		// once, so other processes take them without waiting for the ack
+		// wait; Drain lets the buffered ones reach us to be handed back.
+		c.mu.Lock()
+		c.stopping = true
+		c.mu.Unlock()
+		iter.Drain()
+	}()
+
+	slots := make(chan struct{}, c.cfg.MaxInFlight)
+	for {
+		msg, err := iter.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				break
+			}
+			c.log.Warn("fetch failed", "stream", c.cfg.Stream, "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+			if ctx.Err() != nil {
+				<-slots
+				_ = msg.Nak()
+				continue
+			}
+			c.dispatch(workCtx, msg, func() { <-slots })
+		case <-ctx.Done():
+			_ = msg.Nak()
+		}
+	}
+
+	c.log.Info("consumer stopping: finishing in-flight events", "stream", c.cfg.Stream, "deadline", c.cfg.ShutdownTimeout)
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(c.cfg.ShutdownTimeout):
+		c.log.Warn("shutdown deadline passed: handing back in-flight events", "stream", c.cfg.Stream)
+		cancelWork()
+		<-done
+	}
+	stopBG()
+	bg.Wait()
+	c.log.Info("consumer stopped", "stream", c.cfg.Stream)
+	return nil
+}
+
+// item is one delivered message this process holds.
+type item struct {
+	msg       jetstream.Msg
+	seq       uint64
+	delivered uint64
+	subject   string
+	// release frees the item's in-flight slot; called once, by done.
+	release func()
+	// lease is when the process last proved to NATS that it still holds
+	// the message (delivery or a heartbeat on a connected client).
+	mu    sync.Mutex
+	lease time.Time
+}
+
+func (it *item) leaseAge() time.Duration {
+	it.mu.Lock()
+	defer it.mu.Unlock()
+	return time.Since(it.lease)
+}
+
+func (it *item) renew() {
+	it.mu.Lock()
+	it.lease = time.Now()
+	it.mu.Unlock()
+}
+
+// convQueue holds one conversation's messages in stream order.
+type convQueue struct {
+	items []*item
+}
+
+// insert files it in stream order. A redelivery of a message already
+// queued replaces it (the newer delivery's ack reply is the live one) and the
+// replaced item is returned so its slot can be freed.
+func (q *convQueue) insert(it *item) (replaced *item) {
+	i := sort.Search(len(q.items), func(i int) bool { return q.items[i].seq >= it.seq })
+	if i < len(q.items) && q.items[i].seq == it.seq {
+		replaced = q.items[i]
+		q.items[i] = it
+		return replaced
+	}
+	q.items = append(q.items, nil)
+	copy(q.items[i+1:], q.items[i:])
+	q.items[i] = it
+	return nil
+}
+
+// dispatch queues msg behind the conversation's older messages and starts
+// the conversation's runner if it is idle. It never blocks.
+func (c *Consumer) dispatch(ctx context.Context, msg jetstream.Msg, release func()) {
+	md, err := msg.Metadata()
+	if err != nil {
+		c.log.Error("message without metadata: terminating", "subject", msg.Subject(), "err", err)
+		_ = msg.Term()
+		release()
+		return
+	}
+	it := &item{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, subject: msg.Subject(),
+		release: release, lease: time.Now()}
+	c.mu.Lock()
+	c.held[it.seq] = it
+	q, running := c.convs[it.subject]
+	if !running {
+		q = &convQueue{}
+		c.convs[it.subject] = q
+	}
+	replaced := q.insert(it)
+	c.m.inFlight.Set(float64(len(c.held)))
+	c.mu.Unlock()
+	if replaced != nil {
+		c.done(replaced)
+	}
+	if !running {
+		c.wg.Add(1)
+		go c.runConversation(ctx, it.subject, q)
+	}
+}
+
+// done forgets a finished item and frees its slot.
+func (c *Consumer) done(it *item) {
+	c.mu.Lock()
+	if c.held[it.seq] == it {
+		delete(c.held, it.seq)
+	}
+	release := it.release
+	it.release = nil
+	c.m.inFlight.Set(float64(len(c.held)))
+	c.mu.Unlock()
+	if release != nil {
+		release()
+	}
+}
+
+// runConversation handles a conversation's queued messages one at a time,
+// in stream order, and exits when the queue is empty.
+func (c *Consumer) runConversation(ctx context.Context, subject string, q *convQueue) {
+	defer c.wg.Done()
+	for {
+		c.mu.Lock()
+		if len(q.items) == 0 {
+			delete(c.convs, subject)
+			c.mu.Unlock()
+			return
+		}
+		it := q.items[0]
+		q.items = q.items[1:]
+		stopping := c.stopping
+		c.mu.Unlock()
+		if stopping {
+			// Hand it back untouched: another process (or this one after
+			// a restart) takes it in order.
+			_ = it.msg.Nak()
+			c.done(it)
+			continue
+		}
+		if requeue := c.process(ctx, it); requeue {
+			c.mu.Lock()
+			if replaced := q.insert(it); replaced != nil && replaced != it {
+				c.mu.Unlock()
+				c.done(replaced)
+				continue
+			}
+			c.mu.Unlock()
+			continue
+		}
+		c.done(it)
+	}
+}
+
+// holdsWaiting reports whether this process holds seq of subject, queued.
+func (c *Consumer) holdsWaiting(subject string, seq uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q, ok := c.convs[subject]
+	if !ok {
+		return false
+	}
+	for _, it := range q.items {
+		if it.seq == seq {
+			return true
+		}
+	}
+	return false
+}
+
+// heartbeats tells NATS every third of the ack wait that the held messages
+// are still being worked on, so they are not redelivered elsewhere.
+func (c *Consumer) heartbeats(ctx context.Context) {
+	t := time.NewTicker(c.cfg.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		items := make([]*item, 0, len(c.held))
+		for _, it := range c.held {
+			items = append(items, it)
+		}
+		c.mu.Unlock()
+		connected := c.js.Conn().IsConnected()
+		for _, it := range items {
+			if err := it.msg.InProgress(); err == nil && connected {
+				it.renew()
+			}
+		}
+	}
+}
+
+// consumerStats reads the consumer's pending and redelivered counts, for
+// the metrics and queue-lag autoscaling.
+func (c *Consumer) consumerStats(ctx context.Context, cons jetstream.Consumer) {
+	t := time.NewTicker(c.cfg.StatsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := cons.Info(ictx)
+		cancel()
+		if err == nil {
+			c.m.consumerPending.Set(float64(info.NumPending))
+			c.m.consumerAckPending.Set(float64(info.NumAckPending))
+			c.m.consumerRedelivered.Set(float64(info.NumRedelivered))
+		}
+	}
+}
