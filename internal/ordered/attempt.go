@@ -67,6 +67,7 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 		Subject:   it.subject,
 		Pos:       Position{Epoch: c.epoch, Seq: it.seq},
 		Delivered: it.delivered,
+		Stored:    it.stored,
 		Header:    it.msg.Headers(),
 		it:        it,
 		ackWait:   c.cfg.AckWait,

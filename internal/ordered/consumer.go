@@ -260,6 +260,7 @@ type item struct {
 	msg       jetstream.Msg
 	seq       uint64
 	delivered uint64
+	stored    time.Time
 	subject   string
 	// release frees the item's in-flight slot; called once, by done.
 	release func()
@@ -312,7 +313,7 @@ func (c *Consumer) dispatch(ctx context.Context, msg jetstream.Msg, release func
 		release()
 		return
 	}
-	it := &item{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, subject: msg.Subject(),
+	it := &item{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, stored: md.Timestamp, subject: msg.Subject(),
 		release: release, lease: time.Now()}
 	c.mu.Lock()
 	c.held[it.seq] = it

@@ -32,6 +32,10 @@ type Delivery struct {
 	// Delivered is JetStream's NumDelivered: above 1, an earlier delivery
 	// may have been handled in part.
 	Delivered uint64
+	// Stored is when the stream stored the event (first publication): an
+	// age budget counts from it, since NumDelivered also counts gate
+	// deferrals and outage hand-backs.
+	Stored time.Time
 	// Attempt counts the attempts within this delivery, from 1.
 	Attempt int
 	Header  nats.Header

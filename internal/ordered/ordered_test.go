@@ -437,7 +437,7 @@ func TestDeliveryDescribesTheEvent(t *testing.T) {
 		t.Fatal("the event never reached the handler")
 	}
 	p, ok := d.Payload.(*handoff.UserMessage)
-	if d.Key != c || d.Subject != stream.InSubject(c) || d.Pos.Seq != 2 || d.Pos.Epoch == 0 || d.Delivered != 1 || d.Attempt != 1 || d.Uncertain() || !ok || p.Text != "hello" {
+	if d.Key != c || d.Subject != stream.InSubject(c) || d.Pos.Seq != 2 || d.Pos.Epoch == 0 || d.Delivered != 1 || d.Stored.IsZero() || time.Since(d.Stored) > time.Minute || d.Attempt != 1 || d.Uncertain() || !ok || p.Text != "hello" {
 		t.Errorf("delivery %+v (payload %#v)", d, d.Payload)
 	}
 	if err := d.CheckLease(); err != nil {
