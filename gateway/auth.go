@@ -67,8 +67,8 @@ func (g *Gateway) authAPI(r *http.Request) error {
 		return errors.New("missing bearer API key")
 	}
 	match := false
-	for _, k := range g.cfg.APIKeys { // compare with every key: no early exit
-		if secretEqual(tok, k) {
+	for _, k := range g.keys { // compare with every key: no early exit
+		if secretEqual(tok, k.secret) {
 			match = true
 		}
 	}
@@ -83,8 +83,8 @@ func (g *Gateway) authAPI(r *http.Request) error {
 func (g *Gateway) apiKeyID(r *http.Request) string {
 	tok, _ := bearer(r)
 	id := "rest"
-	for i, k := range g.cfg.APIKeys {
-		if secretEqual(tok, k) {
+	for i, k := range g.keys {
+		if secretEqual(tok, k.secret) {
 			id = fmt.Sprintf("rest:key%d", i+1)
 		}
 	}

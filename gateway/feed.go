@@ -72,8 +72,8 @@ func (g *Gateway) authFeed(r *http.Request) error {
 		return nil
 	}
 	match := false
-	for _, k := range g.cfg.APIKeys {
-		if secretEqual(tok, k) {
+	for _, k := range g.keys {
+		if secretEqual(tok, k.secret) {
 			match = true
 		}
 	}

@@ -97,7 +97,9 @@ func eventsPath(conv string) string {
 }
 
 func TestSSEResumesAfterLastEventIDMissingNothing(t *testing.T) {
-	e := newEnv(t, nil)
+	// A Dialogflow session's feed, read by a server whose key is bound to
+	// Dialogflow ES (a default key reaches REST conversations only).
+	e := newEnv(t, func(c *Config) { c.APIKeys = []string{testAPIKey + ";channels=rest|dialogflow-es"} })
 	conv := "projects/p/agent/sessions/sse-1"
 	other := "projects/p/agent/sessions/someone-else"
 	first := e.appendFeed(conv, "first")

@@ -226,6 +226,7 @@ type Gateway struct {
 	// rejected logs refused requests, bounded (see rejectLog).
 	rejected *rejectLog
 	lim      *limits
+	keys     []apiKey
 	mux      *http.ServeMux
 	routes   []route
 	m        metrics
@@ -291,6 +292,10 @@ func New(cfg Config, pub *publisher.Publisher, st store.Store, reg prometheus.Re
 	}
 	for _, o := range opts {
 		o(g)
+	}
+	for _, e := range cfg.APIKeys {
+		k, _ := parseAPIKey(e) // Validate has refused bad entries
+		g.keys = append(g.keys, k)
 	}
 	if cfg.ChatAudience != "" {
 		g.chatJWT = newChatVerifier(cfg)
@@ -409,8 +414,8 @@ func (c *Config) Validate() error {
 		}
 	}
 	for _, k := range c.APIKeys {
-		if k == "" {
-			errs = append(errs, errors.New("an API key is empty"))
+		if _, err := parseAPIKey(k); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if !c.InsecureNoAuth && c.DialogflowUsername == "" && c.DialogflowHeaderValue == "" && c.ChatAudience == "" && len(c.APIKeys) == 0 {
@@ -526,6 +531,14 @@ func (g *Gateway) handle(method, pattern, endpoint string, auth func(*http.Reque
 				writeError(w, http.StatusUnauthorized, "unauthorized", reasonUnauthorized)
 				return
 			}
+		}
+		// Every REST route names its conversation in the path: the key
+		// (or, in insecure mode, the default scope) must reach it, so a
+		// REST call cannot read or write a Chat or Dialogflow conversation.
+		if strings.HasPrefix(pattern, "/v1/conversations/{id}") && !g.scopeAllows(r, r.PathValue("id")) {
+			g.rejected.Info("forbidden request", "endpoint", endpoint, "conversation", truncate(r.PathValue("id")), "remote", r.RemoteAddr)
+			writeError(w, http.StatusForbidden, "forbidden", reasonForbidden)
+			return
 		}
 		if method == http.MethodPost {
 			if err := checkContentType(r); err != nil {

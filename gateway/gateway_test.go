@@ -428,8 +428,8 @@ func TestGoogleChat(t *testing.T) {
 }
 
 func TestREST(t *testing.T) {
-	conv := "projects/acme/agent/sessions/s-9"
-	path := "/v1/conversations/projects%2Facme%2Fagent%2Fsessions%2Fs-9"
+	conv := "acme/web/sessions/s-9"
+	path := "/v1/conversations/acme%2Fweb%2Fsessions%2Fs-9"
 	idem := map[string]string{"Idempotency-Key": "key-1"}
 	runCases(t, []gwCase{
 		{
@@ -477,7 +477,7 @@ func TestREST(t *testing.T) {
 
 func TestRESTGetConversation(t *testing.T) {
 	e := newEnv(t, nil)
-	conv := "projects/acme/agent/sessions/s-9"
+	conv := "acme/web/sessions/s-9"
 	path := "/v1/conversations/" + url.PathEscape(conv)
 	code, body := e.do(request{method: "GET", path: path})
 	if code != http.StatusOK {

@@ -238,7 +238,9 @@ func TestRESTHostileConversationIDs(t *testing.T) {
 		name, id, rawSegment string // rawSegment overrides url.PathEscape(id)
 		want                 int
 	}{
-		{"slashes", "projects/p/agent/sessions/s1", "", 202},
+		{"slashes", "acme/web/sessions/s1", "", 202},
+		{"a Dialogflow session's name", "projects/p/agent/sessions/s1", "", 403},
+		{"a Chat space's name", "spaces/AAA", "", 403},
 		{"dot dot", "..", "%2E%2E", 202},
 		{"dot", ".", "%2E", 202},
 		{"traversal", "../../v1/conversations/x", "", 202},

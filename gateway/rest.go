@@ -80,9 +80,18 @@ func (g *Gateway) serveRESTHandoff(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	if req.ReplyTo.Channel == "" {
-		req.ReplyTo.Channel = handoff.ChannelREST
+	// Where the agent's answers go follows from the conversation, never
+	// from the body: a body naming a Chat space would post an agent's words
+	// into someone else's conversation.
+	replyTo := handoff.ReplyTo{Channel: handoff.ChannelREST}
+	if ch := channelOf(id); ch != handoff.ChannelREST {
+		replyTo = handoff.ReplyTo{Channel: ch, Address: id}
 	}
+	if req.ReplyTo != (handoff.ReplyTo{}) && req.ReplyTo != replyTo && req.ReplyTo != (handoff.ReplyTo{Channel: replyTo.Channel}) {
+		g.fail(w, r, badRequest("reply_to: set by the gateway from the conversation ID; leave it out"))
+		return
+	}
+	req.ReplyTo = replyTo
 	if req.Group == nil {
 		req.Group = g.group(req.Language)
 	}

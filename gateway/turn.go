@@ -96,6 +96,9 @@ func (g *Gateway) process(ctx context.Context, t turn) (outcome, error) {
 	if err := checkConversationID(t.conversation); err != nil {
 		return outcome{}, err
 	}
+	if err := checkChannel(t); err != nil {
+		return outcome{}, err
+	}
 	conv, err := g.st.Conversation(ctx, t.conversation)
 	if err != nil {
 		return outcome{}, fmt.Errorf("read conversation: %w", err)

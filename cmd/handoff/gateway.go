@@ -82,7 +82,7 @@ func gatewayFlags(o *gatewayOptions) *flags {
 	f.String(&o.chatCancelActions, "chat-cancel-actions", "HANDOFF_GATEWAY_CHAT_CANCEL_ACTIONS", strings.Join(d.ChatCancelActions, ","), "card action method names that return to the bot")
 	f.String(&o.chatBotReply, "chat-bot-reply", "HANDOFF_GATEWAY_CHAT_BOT_REPLY", mustJSON(d.ChatBotReply), "reply to a Google Chat message while no agent is involved (text, or JSON per language)")
 
-	f.String(&o.apiKeys, "api-keys", "HANDOFF_GATEWAY_API_KEYS", "", "REST API bearer keys")
+	f.String(&o.apiKeys, "api-keys", "HANDOFF_GATEWAY_API_KEYS", "", "REST API bearer keys; each reaches REST conversation IDs only (not projects/... or spaces/...) unless bound otherwise: KEY;prefix=P (IDs starting with P), KEY;channels=rest|dialogflow-es|dialogflow-cx|google-chat")
 	f.String(&o.cfg.StreamTokenSecret, "stream-token-secret", "HANDOFF_GATEWAY_STREAM_TOKEN_SECRET", "", "signs the per-conversation stream tokens the REST handoff answer carries (for browsers); empty: event streams take API keys only")
 	f.String(&o.corsOrigins, "cors-origins", "HANDOFF_GATEWAY_CORS_ORIGINS", "", "browser origins allowed to read /v1/conversations/{id}/events (comma-separated; * for any)")
 	f.Int(&o.cfg.MaxStreams, "max-streams", "HANDOFF_GATEWAY_MAX_STREAMS", d.MaxStreams, "event streams (Server-Sent Events) served at once by this process; more get 503")
