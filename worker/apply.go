@@ -403,6 +403,9 @@ func (w *Worker) call(ctx context.Context, it *ordered.Delivery, fn func(context
 	if err := it.CheckLease(); err != nil {
 		return err
 	}
+	if a, ok := ctx.Value(attemptKey{}).(*attemptCalls); ok {
+		a.made.Store(true)
+	}
 	return w.breaker.do(ctx, fn)
 }
 

@@ -22,8 +22,9 @@ var errAlreadyApplied = ordered.ErrDuplicate
 // sentinels (ordered.Permanent, ordered.ErrLeaseLost, NATS failures) never
 // reach it.
 func classify(err error) ordered.Verdict {
+	var after *afterCallsError
 	v := ordered.Verdict{
-		Uncertain:  livechat.IsUncertain(err),
+		Uncertain:  livechat.IsUncertain(err) || errors.As(err, &after),
 		RetryAfter: livechat.RetryAfter(err),
 	}
 	switch {

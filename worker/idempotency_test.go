@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,5 +162,36 @@ func TestSameIDUnderAnotherMsgID(t *testing.T) {
 	}
 	if !rec.Applied.Has(h2.ID) || !rec.Applied.Has(early.ID) {
 		t.Errorf("record of %s does not remember its applied events: %+v", c2, rec.Applied)
+	}
+}
+
+// TestRetryAfterAPartlySentMessageSendsNoPartTwice: a message split in three
+// parts whose later part is refused with a 429 (which says nothing was
+// applied by that request) is retried in place; the parts that went through
+// before it must not be sent again. The 429 alone would make the retry
+// certain; what the attempt did before it must make it look first.
+func TestRetryAfterAPartlySentMessageSendsNoPartTwice(t *testing.T) {
+	e := newEnv(t)
+	e.startWorker(testConfig())
+	const n = 20
+	want := map[string][]string{}
+	for i := range n {
+		h := e.publish(handoff.TypeHandoffRequested, conv(i), handoff.HandoffRequested{})
+		want[conv(i)] = []string{h.ID + "/0"}
+	}
+	e.waitDrained(20 * time.Second)
+	if err := e.sim.SetFaults(livechatsim.Faults{Errors: []livechatsim.ErrorFault{{Action: "send_event", Rate: 0.5, Type: "too_many_requests", Status: 429}}}); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("word ", 7000) // 35,000 bytes: three parts
+	for i := range n {
+		m := e.publish(handoff.TypeMessageUser, conv(i), handoff.UserMessage{Text: long})
+		want[conv(i)] = append(want[conv(i)], m.ID+"#0", m.ID+"#1", m.ID+"#2")
+	}
+	e.waitDrained(60 * time.Second)
+	e.sim.ResetFaults()
+	e.checkExactlyOnceInOrder(want)
+	if st := e.sim.Stats(); st["send_event"][429] == 0 {
+		t.Fatalf("no send_event was refused: %v", st)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/handoff-dev/handoff/internal/ordered"
@@ -212,10 +213,31 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// handle applies one inbound event to LiveChat.
+// handle applies one inbound event to LiveChat. A failed attempt that had
+// already made a LiveChat call (the first part of a split message, or the
+// send before a failed record write) is marked so the next attempt looks up
+// custom_ids before it sends: the error alone (a 429, a CAS conflict) says
+// nothing about what went through before it.
 func (w *Worker) handle(ctx context.Context, d *ordered.Delivery) error {
-	return w.apply(ctx, d, d.Event, d.Payload, d.Uncertain())
+	var a attemptCalls
+	err := w.apply(context.WithValue(ctx, attemptKey{}, &a), d, d.Event, d.Payload, d.Uncertain())
+	if err != nil && a.made.Load() {
+		return &afterCallsError{err: err}
+	}
+	return err
 }
+
+// attemptCalls records whether an attempt has made a LiveChat call.
+type attemptCalls struct{ made atomic.Bool }
+
+type attemptKey struct{}
+
+// afterCallsError is a failure of an attempt that had already called
+// LiveChat; the classifier makes the next attempt uncertain.
+type afterCallsError struct{ err error }
+
+func (e *afterCallsError) Error() string { return e.err.Error() }
+func (e *afterCallsError) Unwrap() error { return e.err }
 
 // conversationStats reads the conversations per mode from the store: a
 // fleet-wide figure, so it is the worker's and not the consumer's.
