@@ -82,7 +82,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("dev: %w", err)
 	}
 	for _, c := range changes {
-		log.Info("stream setup", "name", c.Name, "action", c.Action)
+		log.Info("stream setup", "stream", c.Name, "action", c.Action)
 	}
 
 	if backend == "redis" && redisURL == "" {
@@ -128,7 +128,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			args := append(p.args, "--log-format", lg.format, "--log-level", lg.level)
+			args := append(p.args, "--log-format", lg.format, "--log-level", lg.level, "--log-personal-data="+strconv.FormatBool(lg.personal))
 			if err := p.run(ctx, args, io.Discard); err != nil {
 				errc <- fmt.Errorf("dev: %s: %w", p.name, err)
 				cancel()

@@ -145,26 +145,36 @@ func (f *flags) parse(args []string, stdout io.Writer) error {
 
 // logging holds the flags every long-running subcommand shares.
 type logging struct {
-	format string
-	level  string
+	format   string
+	level    string
+	personal bool
 }
 
 func (l *logging) register(f *flags) {
 	f.String(&l.format, "log-format", "HANDOFF_LOG_FORMAT", "text", "log format: text or json")
 	f.String(&l.level, "log-level", "HANDOFF_LOG_LEVEL", "info", "log level: debug, info, warn or error")
+	f.Bool(&l.personal, "log-personal-data", "HANDOFF_LOG_PERSONAL_DATA", false, "log message texts, names and email addresses (redacted at every level otherwise)")
 }
 
-func (l *logging) logger() (*slog.Logger, error) {
+func (l *logging) logger() (*slog.Logger, error) { return l.loggerTo(os.Stderr) }
+
+func (l *logging) loggerTo(w io.Writer) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(l.level)); err != nil {
 		return nil, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", l.level)}
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler
 	switch strings.ToLower(l.format) {
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		h = slog.NewTextHandler(w, opts)
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		h = slog.NewJSONHandler(w, opts)
+	default:
+		return nil, usageError{fmt.Errorf("--log-format %q: want text or json", l.format)}
 	}
-	return nil, usageError{fmt.Errorf("--log-format %q: want text or json", l.format)}
+	if !l.personal {
+		h = redactHandler{h}
+	}
+	return slog.New(h), nil
 }
