@@ -56,19 +56,32 @@ func init() {
 func scaled(n int) int { return max(1, int(float64(n)*benchScale)) }
 
 func BenchmarkHandoff(b *testing.B) {
-	var a, base float64
-	b.Run("a_worker", func(b *testing.B) {
-		var e *env
-		a, e = benchWorker(b, scaled(1000), 20, 0)
-		e.reportRedisMemory(b, scaled(1000))
-	})
+	backends := []string{"redis", "nats"}
+	if v := os.Getenv("HANDOFF_BENCH_STORES"); v != "" {
+		backends = strings.Split(v, ",")
+	}
+	var base float64
+	a := map[string]float64{}
 	b.Run("b_baseline", func(b *testing.B) { base = benchBaseline(b, scaled(1000), 20) })
-	b.Run("c_worker_100ms", func(b *testing.B) { benchWorker(b, scaled(2000), 10, 100) })
-	b.Run("d_latency_500ps", func(b *testing.B) { benchLatency(b, 500, 10*time.Second) })
-	b.Run("e_rss_10k", func(b *testing.B) { benchRSS(b, scaled(10000)) })
-	if a > 0 && base > 0 {
-		fmt.Printf("(a)/(b) = %.0f / %.0f events/s = %.2f\n", a, base, a/base)
-		b.ReportMetric(a/base, "a/b")
+	for _, st := range backends {
+		b.Run(st+"/a_worker", func(b *testing.B) {
+			var e *env
+			a[st], e = benchWorker(b, st, scaled(1000), 20, 0)
+			if st == "redis" {
+				e.reportRedisMemory(b, scaled(1000))
+			}
+		})
+		b.Run(st+"/c_worker_100ms", func(b *testing.B) { benchWorker(b, st, scaled(2000), 10, 100) })
+		b.Run(st+"/d_latency_500ps", func(b *testing.B) { benchLatency(b, st, 500, 10*time.Second) })
+		b.Run(st+"/e_rss_10k", func(b *testing.B) { benchRSS(b, st, scaled(10000)) })
+	}
+	for _, st := range backends {
+		if a[st] > 0 && base > 0 {
+			fmt.Printf("%s: (a)/(b) = %.0f / %.0f events/s = %.2f\n", st, a[st], base, a[st]/base)
+		}
+	}
+	if a["redis"] > 0 && a["nats"] > 0 {
+		fmt.Printf("(a) nats/redis = %.2f\n", a["nats"]/a["redis"])
 	}
 }
 
@@ -80,7 +93,6 @@ func (e *env) publishAll(b testing.TB, conversations, perConv int) int {
 		b = e.t
 	}
 	b.Helper()
-	ctx := context.Background()
 	total := 0
 	for j := range perConv {
 		var futures []jetstream.PubAckFuture
@@ -103,21 +115,31 @@ func (e *env) publishAll(b testing.TB, conversations, perConv int) int {
 			}
 			futures = append(futures, f)
 			total++
-		}
-		for _, f := range futures {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				b.Fatal(err)
-			case <-ctx.Done():
+			if len(futures) == 1000 {
+				// Wait now and then: nats.go stalls a publisher with more
+				// than 4,000 unacknowledged async publishes.
+				waitAcks(b, futures)
+				futures = futures[:0]
 			}
 		}
+		waitAcks(b, futures)
 	}
 	return total
 }
 
-func benchWorker(b *testing.B, conversations, perConv, latencyMS int) (float64, *env) {
-	e := newEnv(b)
+func waitAcks(b testing.TB, futures []jetstream.PubAckFuture) {
+	b.Helper()
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchWorker(b *testing.B, backend string, conversations, perConv, latencyMS int) (float64, *env) {
+	e := newEnvStore(b, backend)
 	if latencyMS > 0 {
 		if err := e.sim.SetFaults(livechatsim.Faults{Latency: &livechatsim.Latency{FixedMS: latencyMS}}); err != nil {
 			b.Fatal(err)
@@ -134,8 +156,8 @@ func benchWorker(b *testing.B, conversations, perConv, latencyMS int) (float64, 
 	b.StopTimer()
 	rate := float64(total) / elapsed.Seconds()
 	b.ReportMetric(rate, "events/s")
-	fmt.Printf("worker: %d conversations × %d events, LiveChat latency %d ms: %d events in %v = %.0f events/s\n",
-		conversations, perConv, latencyMS, total, elapsed.Round(time.Millisecond), rate)
+	fmt.Printf("worker (%s): %d conversations × %d events, LiveChat latency %d ms: %d events in %v = %.0f events/s\n",
+		backend, conversations, perConv, latencyMS, total, elapsed.Round(time.Millisecond), rate)
 	return rate, e
 }
 
@@ -269,8 +291,8 @@ func benchBaseline(b *testing.B, conversations, perConv int) float64 {
 
 // benchLatency publishes at a steady rate and measures, per message, the
 // time from the event's publication to the simulator filing it.
-func benchLatency(b *testing.B, perSecond int, d time.Duration) {
-	e := newEnv(b)
+func benchLatency(b *testing.B, backend string, perSecond int, d time.Duration) {
+	e := newEnvStore(b, backend)
 	e.startWorker(testConfig())
 	ctx := context.Background()
 	const conversations = 200
@@ -309,24 +331,24 @@ func benchLatency(b *testing.B, perSecond int, d time.Duration) {
 	b.ReportMetric(float64(p(0.5).Microseconds())/1000, "p50_ms")
 	b.ReportMetric(float64(p(0.95).Microseconds())/1000, "p95_ms")
 	b.ReportMetric(float64(p(0.99).Microseconds())/1000, "p99_ms")
-	fmt.Printf("latency at %d events/s over %v (%d messages): p50 %v p95 %v p99 %v max %v\n",
-		perSecond, d, len(lat), p(0.5).Round(10*time.Microsecond), p(0.95).Round(10*time.Microsecond), p(0.99).Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond))
+	fmt.Printf("latency (%s) at %d events/s over %v (%d messages): p50 %v p95 %v p99 %v max %v\n",
+		backend, perSecond, d, len(lat), p(0.5).Round(10*time.Microsecond), p(0.95).Round(10*time.Microsecond), p(0.99).Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond))
 }
 
 // benchRSS runs the worker as its own process and reads its peak resident
 // memory after it has opened chats for n conversations and sent each a
 // message.
-func benchRSS(b *testing.B, n int) {
+func benchRSS(b *testing.B, backend string, n int) {
 	bin, err := testenv.HandoffBinary()
 	if err != nil {
 		b.Fatal(err)
 	}
 	e := newEnv(b)
-	if os.Getenv("REDIS_URL") != "" {
+	if os.Getenv("REDIS_URL") != "" && backend == "redis" {
 		b.Skip("needs the test's own Redis")
 	}
 	total := e.publishAll(b, n, 2)
-	cmd := exec.Command(bin, "worker", "--nats-url", e.nats.URL(), "--redis-url", e.redis.URL(),
+	cmd := exec.Command(bin, "worker", "--nats-url", e.nats.URL(), "--store", backend, "--redis-url", e.redis.URL(),
 		"--livechat-api-url", e.simTS.URL, "--livechat-accounts-url", e.simTS.URL,
 		"--livechat-client-id", "bench", "--livechat-client-secret", "s", "--livechat-refresh-token", "r",
 		"--metrics-addr", "", "--log-level", "warn")
@@ -339,7 +361,7 @@ func benchRSS(b *testing.B, n int) {
 	e.waitDrained(10 * time.Minute)
 	rss := peakRSS(b, cmd.Process.Pid)
 	b.ReportMetric(float64(rss)/(1<<20), "peak_rss_MB")
-	fmt.Printf("worker process: %d conversations, %d events: peak RSS %.1f MB\n", n, total, float64(rss)/(1<<20))
+	fmt.Printf("worker process (%s): %d conversations, %d events: peak RSS %.1f MB\n", backend, n, total, float64(rss)/(1<<20))
 }
 
 func peakRSS(b *testing.B, pid int) int64 {

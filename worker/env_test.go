@@ -19,8 +19,10 @@ import (
 	"github.com/handoff-dev/handoff/livechat/livechatsim"
 	"github.com/handoff-dev/handoff/publisher"
 	"github.com/handoff-dev/handoff/store"
+	"github.com/handoff-dev/handoff/store/natskv"
 	"github.com/handoff-dev/handoff/stream"
 	"github.com/handoff-dev/handoff/worker"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -38,11 +40,24 @@ type env struct {
 	st    store.Store
 	// onPublish, when set, sees every event publishConversations stored.
 	onPublish func(handoff.Event)
+	// backend is the store the env's workers use: "redis" (a prefix of
+	// the test's own) or "nats" (the bucket "handoff" on the test's NATS).
+	backend string
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	return newEnvOn(t, testenv.StartNATS(t))
+}
+
+// newEnvStore is newEnv with the workers' store on backend ("redis" or
+// "nats").
+func newEnvStore(t testing.TB, backend string) *env {
+	t.Helper()
+	e := newEnv(t)
+	e.backend = backend
+	e.st = e.newStore()
+	return e
 }
 
 // newEnvOn is newEnv on a given NATS server, e.g. one from
@@ -71,7 +86,36 @@ func quietLog() *slog.Logger {
 }
 
 func (e *env) newStore() store.Store {
+	if e.backend == "nats" {
+		return e.defaultStore("nats")
+	}
 	s, err := store.OpenRedis(e.redis.URL(), store.WithPrefix(e.redis.Prefix()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// defaultStore opens the store that worker processes started with
+// --store backend and no prefix or bucket of their own write to.
+func (e *env) defaultStore(backend string) store.Store {
+	var (
+		s   store.Store
+		err error
+	)
+	switch backend {
+	case "redis":
+		s, err = store.OpenRedis(e.redis.URL())
+	case "nats":
+		nc, cerr := nats.Connect(e.nats.URL(), nats.MaxReconnects(-1))
+		if cerr != nil {
+			e.t.Fatal(cerr)
+		}
+		s, err = natskv.Open(context.Background(), nc)
+	default:
+		e.t.Fatalf("unknown store backend %q", backend)
+	}
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -19,12 +19,12 @@ import (
 	"github.com/handoff-dev/handoff/internal/testenv"
 	"github.com/handoff-dev/handoff/livechat/livechatsim"
 	"github.com/handoff-dev/handoff/publisher"
-	"github.com/handoff-dev/handoff/store"
 )
 
 var (
 	faultConversations = flag.Int("fault.conversations", 300, "conversations in the fault tests")
 	faultMessages      = flag.Int("fault.messages", 10, "events per conversation in the fault tests (one handoff, then messages)")
+	faultNATSConvs     = flag.Int("fault.nats-conversations", 100, "conversations in the fault test on the NATS KV store (CI runs it smaller; set it to -fault.conversations for the full size)")
 )
 
 // proc is one `handoff worker` process.
@@ -202,10 +202,17 @@ func (e *env) publishConversations(first, n, m int, pause func()) map[string][]s
 // since the restarted server no longer knows their IDs. In the end every
 // message is in LiveChat once, in order, one chat per conversation, and
 // nothing is dead-lettered.
+//
+// It runs once per store backend: the guarantees must not depend on Redis.
 func TestFaultsKilledWorkers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test skipped in -short mode")
 	}
+	t.Run("redis", func(t *testing.T) { faultsKilledWorkers(t, "redis", *faultConversations) })
+	t.Run("nats", func(t *testing.T) { faultsKilledWorkers(t, "nats", *faultNATSConvs) })
+}
+
+func faultsKilledWorkers(t *testing.T, backend string, n int) {
 	bin, err := testenv.HandoffBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +240,7 @@ func TestFaultsKilledWorkers(t *testing.T) {
 	}
 	ps := &procSet{t: t, bin: bin, ps: make([]*proc, 3), args: []string{
 		"--nats-url", e.nats.URL(),
-		"--redis-url", e.redis.URL(),
+		"--store", backend, "--redis-url", e.redis.URL(),
 		"--livechat-api-url", e.simTS.URL, "--livechat-accounts-url", e.simTS.URL,
 		"--livechat-client-id", "handoff-test", "--livechat-client-secret", "s", "--livechat-refresh-token", "r",
 		"--metrics-addr", "",
@@ -241,16 +248,12 @@ func TestFaultsKilledWorkers(t *testing.T) {
 		"--breaker-open-for", "300ms", "--shutdown-timeout", "5s",
 		"--ack-wait", "4s",
 	}}
-	if p := e.redis.Prefix(); os.Getenv("REDIS_URL") != "" {
+	if p := e.redis.Prefix(); os.Getenv("REDIS_URL") != "" && backend == "redis" {
 		t.Skipf("the fault test needs its own Redis (prefix %s would not reach the workers)", p)
 	}
-	// The worker processes use the default key prefix; read what they wrote.
-	st, err := store.OpenRedis(e.redis.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	e.st = st
+	// The worker processes use the default key prefix or bucket; read what
+	// they wrote.
+	e.st = e.defaultStore(backend)
 	for i := range ps.ps {
 		ps.start(i)
 	}
@@ -275,7 +278,7 @@ func TestFaultsKilledWorkers(t *testing.T) {
 		}
 	}()
 
-	n, m := *faultConversations, *faultMessages
+	m := *faultMessages
 	want := e.publishConversations(0, n, m, func() { time.Sleep(time.Duration(rand.IntN(3)) * time.Millisecond) })
 
 	// Halfway: kill nats-server, and re-publish the chosen events while it
