@@ -64,9 +64,17 @@ type Config struct {
 	Region       string
 	ClientID     string
 	ClientSecret string
-	// RefreshToken is the agent's OAuth refresh token (server-side apps'
-	// refresh tokens do not rotate).
+	// RefreshToken is the agent's OAuth refresh token. Server-side apps'
+	// refresh tokens are documented not to rotate; if a token answer
+	// carries a new one anyway, the client uses it from then on and calls
+	// OnRefreshToken so it can be kept.
 	RefreshToken string
+	// RefreshTokenSource, when set, is asked for the refresh token before
+	// each refresh (e.g. from the store, where another process may have
+	// saved a rotated one); "" falls back to the last one known.
+	RefreshTokenSource func(ctx context.Context) (string, error)
+	// OnRefreshToken is called with a rotated refresh token.
+	OnRefreshToken func(ctx context.Context, refreshToken string) error
 	// OrganizationID is sent with every Customer Chat API call; when empty
 	// it is resolved from LicenseID once and cached.
 	OrganizationID string
@@ -91,6 +99,8 @@ type Client struct {
 	orgMu sync.Mutex
 	org   atomic.Pointer[string]
 
+	refresh atomic.Pointer[string] // the refresh token in use
+
 	warned sync.Map // header+value → struct{}: log each deprecation once
 }
 
@@ -109,6 +119,8 @@ func New(cfg Config) *Client {
 		cfg.Version = DefaultVersion
 	}
 	c := &Client{cfg: cfg, hc: cfg.HTTPClient, log: cfg.Logger, ua: cfg.UserAgent}
+	rt := cfg.RefreshToken
+	c.refresh.Store(&rt)
 	if c.hc == nil {
 		c.hc = DefaultHTTPClient()
 	}
@@ -375,6 +387,31 @@ type Token struct {
 	OrganizationID string
 	// AccountID is the agent's account for agent tokens.
 	AccountID string
+	// RefreshToken and Scopes come with agent tokens.
+	RefreshToken string
+	Scopes       []string
+}
+
+// Scopes LiveChat must grant the app: the worker issues customer tokens
+// (customers:own); setup registers webhooks and turns license webhooks on.
+var (
+	WorkerScopes = []string{"customers:own"}
+	SetupScopes  = []string{"webhooks.configuration:rw", "webhooks.state:rw"}
+)
+
+// MissingScopes returns the scopes of want that granted lacks.
+func MissingScopes(granted, want []string) []string {
+	have := map[string]bool{}
+	for _, g := range granted {
+		have[g] = true
+	}
+	var missing []string
+	for _, w := range want {
+		if !have[w] {
+			missing = append(missing, w)
+		}
+	}
+	return missing
 }
 
 // RefreshAgentToken gets a new agent access token with the refresh_token
@@ -382,12 +419,53 @@ type Token struct {
 // user, so callers must cache the result centrally and refresh from one
 // place.
 func (c *Client) RefreshAgentToken(ctx context.Context) (Token, error) {
+	rt := *c.refresh.Load()
+	if c.cfg.RefreshTokenSource != nil {
+		if v, err := c.cfg.RefreshTokenSource(ctx); err != nil {
+			return Token{}, fmt.Errorf("livechat: token: read the refresh token: %w", err)
+		} else if v != "" {
+			rt = v
+		}
+	}
 	form := url.Values{
 		"grant_type":    {"refresh_token"},
-		"refresh_token": {c.cfg.RefreshToken},
+		"refresh_token": {rt},
 		"client_id":     {c.cfg.ClientID},
 		"client_secret": {c.cfg.ClientSecret},
 	}
+	t, err := c.token(ctx, form)
+	if err != nil {
+		return Token{}, err
+	}
+	if t.RefreshToken != "" && t.RefreshToken != rt {
+		// Rotated: the old one may stop working, so use and keep the new.
+		c.refresh.Store(&t.RefreshToken)
+		if c.cfg.OnRefreshToken != nil {
+			if err := c.cfg.OnRefreshToken(ctx, t.RefreshToken); err != nil {
+				c.log.Error("livechat: could not keep the rotated refresh token", "err", err)
+			}
+		} else {
+			c.log.Warn("livechat: LiveChat rotated the refresh token; this process uses the new one, update the configured one")
+		}
+	}
+	return t, nil
+}
+
+// ExchangeCode trades an authorization code (from the authorization code
+// flow with PKCE) for an access token and the refresh token, at the
+// accounts service's /v2/token.
+func (c *Client) ExchangeCode(ctx context.Context, code, redirectURI, codeVerifier string) (Token, error) {
+	return c.token(ctx, url.Values{
+		"grant_type":    {"authorization_code"},
+		"code":          {code},
+		"client_id":     {c.cfg.ClientID},
+		"client_secret": {c.cfg.ClientSecret},
+		"redirect_uri":  {redirectURI},
+		"code_verifier": {codeVerifier},
+	})
+}
+
+func (c *Client) token(ctx context.Context, form url.Values) (Token, error) {
 	out, err := c.do(ctx, request{action: "token", method: http.MethodPost, url: c.cfg.AccountsURL + "/v2/token",
 		ctype: "application/x-www-form-urlencoded", body: []byte(form.Encode())})
 	if err != nil {

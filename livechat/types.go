@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -208,6 +209,8 @@ type tokenResponse struct {
 	ExpiresIn      int64  `json:"expires_in"`
 	OrganizationID string `json:"organization_id"`
 	TokenType      string `json:"token_type"`
+	RefreshToken   string `json:"refresh_token"`
+	Scope          string `json:"scope"`
 }
 
 // decodeTokenResponse reads either token answer (agent or customer).
@@ -231,7 +234,15 @@ func decodeTokenResponse(body []byte, now time.Time) (Token, error) {
 		EntityID:       r.EntityID,
 		OrganizationID: r.OrganizationID,
 		AccountID:      r.AccountID,
+		RefreshToken:   r.RefreshToken,
+		Scopes:         splitScopes(r.Scope),
 	}, nil
+}
+
+// splitScopes reads a scope answer: LiveChat separates scopes with commas;
+// OAuth's usual separator, a space, is taken too.
+func splitScopes(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' })
 }
 
 func decodeOrganizationID(body []byte) (string, error) {

@@ -24,12 +24,13 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"dev":          {"run everything in one process on embedded defaults (NATS, Redis, simulator, worker, gateway)", runDev},
+	"dev":          {"run everything in one process on embedded defaults (NATS and its KV store or Redis, simulator, worker, gateway)", runDev},
 	"setup":        {"create or update the JetStream streams and the worker consumer (idempotent)", runSetup},
 	"publish":      {"publish one event, e.g. to try a handoff without a bot", runPublish},
 	"worker":       {"consume events and deliver them to LiveChat", runWorker},
 	"dlq":          {"list and replay dead letters", runDLQ},
 	"gateway":      {"serve the Dialogflow, Google Chat and REST ingress", runGateway},
+	"livechat":     {"livechat login: authorize the LiveChat app and keep its refresh token for the worker", runLiveChat},
 	"livechat-sim": {"run the LiveChat simulator", runLiveChatSim},
 	"version":      {"print the version", runVersion},
 }

@@ -196,6 +196,9 @@ func runSetup(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil || webhookURL == "" {
 		return err
 	}
+	if err := lc.refreshToken(nil, log); err != nil {
+		return err
+	}
 	return registerWebhooks(ctx, lc.client(nil, log), webhookURL, webhookSecret, stdout)
 }
 

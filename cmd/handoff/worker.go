@@ -16,6 +16,7 @@ import (
 
 	"github.com/handoff-dev/handoff"
 	"github.com/handoff-dev/handoff/livechat"
+	"github.com/handoff-dev/handoff/store"
 	"github.com/handoff-dev/handoff/worker"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -24,7 +25,51 @@ import (
 
 // liveChatFlags configure the LiveChat client.
 type liveChatFlags struct {
-	cfg livechat.Config
+	cfg         livechat.Config
+	refreshFile string
+}
+
+// refreshToken finds the refresh token: the flag or variable, else a file
+// (--livechat-refresh-token-file, or the one `livechat login` writes by
+// default), else the store (`livechat login --save store`). It arranges
+// for a rotated token to be kept where it came from. st may be nil.
+func (l *liveChatFlags) refreshToken(st store.Store, log *slog.Logger) error {
+	if l.cfg.RefreshToken != "" {
+		return nil
+	}
+	file := l.refreshFile
+	if file == "" {
+		if _, err := os.Stat(defaultRefreshTokenFile()); err == nil {
+			file = defaultRefreshTokenFile()
+		}
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return usageError{fmt.Errorf("--livechat-refresh-token-file: %w", err)}
+		}
+		l.cfg.RefreshToken = strings.TrimSpace(string(b))
+		l.cfg.OnRefreshToken = func(_ context.Context, rt string) error {
+			log.Info("LiveChat rotated the refresh token; keeping the new one", "file", file)
+			return writeSecretFile(file, rt)
+		}
+		return nil
+	}
+	if st == nil {
+		return nil
+	}
+	l.cfg.RefreshTokenSource = func(ctx context.Context) (string, error) {
+		v, err := st.Value(ctx, refreshTokenValue)
+		if errors.Is(err, store.ErrNotFound) {
+			return "", errors.New("no LiveChat refresh token: set LIVECHAT_REFRESH_TOKEN or run handoff livechat login")
+		}
+		return v, err
+	}
+	l.cfg.OnRefreshToken = func(ctx context.Context, rt string) error {
+		log.Info("LiveChat rotated the refresh token; keeping the new one in the store")
+		return st.SetValue(ctx, refreshTokenValue, rt, 0)
+	}
+	return nil
 }
 
 func (l *liveChatFlags) register(f *flags) {
@@ -35,6 +80,7 @@ func (l *liveChatFlags) register(f *flags) {
 	f.String(&l.cfg.ClientID, "livechat-client-id", "LIVECHAT_CLIENT_ID", "", "client ID of the LiveChat server-side app")
 	f.String(&l.cfg.ClientSecret, "livechat-client-secret", "LIVECHAT_CLIENT_SECRET", "", "client secret of the app (prefer the environment variable)")
 	f.String(&l.cfg.RefreshToken, "livechat-refresh-token", "LIVECHAT_REFRESH_TOKEN", "", "the agent's OAuth refresh token (prefer the environment variable)")
+	f.String(&l.refreshFile, "livechat-refresh-token-file", "LIVECHAT_REFRESH_TOKEN_FILE", "", "file holding the refresh token, as `handoff livechat login` writes it; without this or the token, the login's default file, then the store, are tried")
 	f.String(&l.cfg.OrganizationID, "livechat-organization-id", "LIVECHAT_ORGANIZATION_ID", "", "LiveChat organization ID; looked up from the license ID when empty")
 	f.Int(&l.cfg.LicenseID, "livechat-license-id", "LIVECHAT_LICENSE_ID", 0, "LiveChat license ID, used to look up the organization ID")
 }
@@ -91,6 +137,9 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	defer st.Close()
+	if err := lc.refreshToken(st, log); err != nil {
+		return err
+	}
 
 	nc, js, err := n.connect("handoff-worker", log)
 	if err != nil {

@@ -286,23 +286,32 @@ func (s *Sim) agentToken(w http.ResponseWriter, r *http.Request) int {
 		return writeOAuthError(w, status, "invalid_request", msg)
 	}
 	switch {
-	case form.Get("grant_type") != "refresh_token":
-		return writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "Only refresh_token is supported")
-	case form.Get("refresh_token") == "":
-		return writeOAuthError(w, http.StatusBadRequest, "invalid_request", "Missing refresh_token")
 	case form.Get("client_id") == "":
 		return writeOAuthError(w, http.StatusBadRequest, "invalid_request", "Missing client_id")
 	case s.opts.ClientID != "" && form.Get("client_id") != s.opts.ClientID:
 		return writeOAuthError(w, http.StatusUnauthorized, "invalid_client", "Unknown client_id")
+	case form.Get("grant_type") == "authorization_code":
+		return s.codeGrant(w, form)
+	case form.Get("grant_type") != "refresh_token":
+		return writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "Only refresh_token and authorization_code are supported")
+	case form.Get("refresh_token") == "":
+		return writeOAuthError(w, http.StatusBadRequest, "invalid_request", "Missing refresh_token")
+	case !s.refreshKnown(form.Get("refresh_token")):
+		return writeOAuthError(w, http.StatusBadRequest, "invalid_grant", "Invalid refresh token")
 	}
-	tok, secs := s.issue(kindAgent, AgentID, form.Get("client_id"))
+	return s.writeAgentToken(w, form.Get("client_id"), s.rotate(form.Get("client_id"), form.Get("refresh_token")))
+}
+
+// writeAgentToken answers a token grant with a new agent access token.
+func (s *Sim) writeAgentToken(w http.ResponseWriter, clientID, refreshToken string) int {
+	tok, secs := s.issue(kindAgent, AgentID, clientID)
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token":    s.answerToken(tok),
 		"account_id":      "b7eff798-f8df-4364-8059-649c35c9ed0c",
 		"expires_in":      secs,
 		"organization_id": s.opts.OrganizationID,
-		"refresh_token":   form.Get("refresh_token"),
-		"scope":           "customers:own,webhooks.configuration:rw,webhooks.state:rw",
+		"refresh_token":   refreshToken,
+		"scope":           s.scopes(),
 		"token_type":      "Bearer",
 	})
 	return http.StatusOK

@@ -75,6 +75,15 @@ type Options struct {
 	// Seed, when not zero, makes every generated ID and token repeatable
 	// for a given sequence of requests (golden tests).
 	Seed uint64
+	// Scopes the authorization code flow grants, comma-separated; default
+	// DefaultScopes.
+	Scopes string
+	// StrictRefreshTokens accepts only refresh tokens the simulator minted
+	// (by the authorization code flow); otherwise any is taken.
+	StrictRefreshTokens bool
+	// RotateRefreshTokens answers every refresh_token grant with a new
+	// refresh token, retiring the old one.
+	RotateRefreshTokens bool
 }
 
 // Sim is the simulator. It implements http.Handler.
@@ -98,6 +107,8 @@ type Sim struct {
 	nHooks  atomic.Int64
 
 	stats sync.Map // statKey → *atomic.Int64
+
+	oauth oauthState
 
 	deliveries chan delivery
 	ctx        context.Context
@@ -132,6 +143,7 @@ func New(opts Options) *Sim {
 		s.now = time.Now
 	}
 	s.resetState()
+	s.oauth.codes, s.oauth.refresh = map[string]authCode{}, map[string]bool{}
 	s.faults.Store(&compiledFaults{})
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.deliveries = make(chan delivery, 1024)
@@ -177,6 +189,7 @@ func (s *Sim) Routes() string {
 }
 
 const routesDoc = `POST /v2/token
+GET  /?response_type=code&... (authorization code flow; approves at once)
 POST /v2/customer/token
 POST /customer/token
 POST /v{3.5,3.6,3.7}/customer/action/{action}
@@ -194,6 +207,7 @@ POST /_sim/reset
 
 func (s *Sim) routes() {
 	m := http.NewServeMux()
+	m.HandleFunc("GET /{$}", s.handleAuthorize)
 	m.HandleFunc("POST /v2/token", s.handleAgentToken)
 	m.HandleFunc("POST /v2/customer/token", s.handleCustomerToken)
 	m.HandleFunc("POST /customer/token", s.handleCustomerToken)
@@ -377,6 +391,7 @@ func (s *Sim) Stats() Stats {
 // Reset forgets every customer, chat, token, webhook, fault and counter.
 func (s *Sim) Reset() {
 	s.resetState()
+	s.oauth.codes, s.oauth.refresh = map[string]authCode{}, map[string]bool{}
 	s.faults.Store(&compiledFaults{})
 	s.stats.Clear()
 }
