@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/demo"
 	"github.com/handoff-dev/handoff/livechat"
 	"github.com/handoff-dev/handoff/stream"
 )
@@ -29,6 +31,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		simAddr     string
 		gatewayAddr string
 		metricsAddr string
+		demoAddr    string
 	)
 	f := newFlags("dev", "[flags]", "Run the whole service in one process for local development: an embedded NATS\nserver with JetStream and the streams, the state store (Redis when --redis-url\nis given or redis-server is on PATH, otherwise JetStream key-value buckets on\nthe embedded NATS: nothing to install), the LiveChat simulator, a worker and\nthe gateway (with authentication off, listening on loopback). Data stays in\n--data-dir, so the next start resumes. Stop with Ctrl-C.")
 	lg.register(f)
@@ -40,6 +43,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	f.String(&simAddr, "sim-addr", "HANDOFF_DEV_SIM_ADDR", "127.0.0.1:8091", "address of the LiveChat simulator")
 	f.String(&gatewayAddr, "gateway-addr", "HANDOFF_DEV_GATEWAY_ADDR", "127.0.0.1:8080", "address of the gateway")
 	f.String(&metricsAddr, "metrics-addr", "HANDOFF_DEV_METRICS_ADDR", "127.0.0.1:9090", "address of the worker's /metrics")
+	f.String(&demoAddr, "demo-addr", "HANDOFF_DEV_DEMO_ADDR", "127.0.0.1:8000", "address of the demo page: a user and a LiveChat agent side by side in the browser (empty: off)")
 	if err := f.parse(args, stdout); err != nil {
 		return err
 	}
@@ -139,10 +143,22 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	if backend == "redis" {
 		state = "Redis at " + redactURL(redisURL)
 	}
+	if demoAddr != "" {
+		stopDemo, err := serveDemo(demoAddr, "http://"+gatewayAddr, simURL, log)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+		defer stopDemo()
+	}
 	if err := devReady(ctx, stdout, state, natsURL, dataDir, simAddr, simURL, gatewayAddr, metricsAddr); err != nil {
 		cancel()
 		wg.Wait()
 		return err
+	}
+	if demoAddr != "" {
+		fmt.Fprintf(stdout, "Demo page: http://%s/ (a user and the LiveChat agent side by side)\n", demoAddr)
 	}
 	var first error
 	select {
@@ -241,4 +257,27 @@ func redactURL(u string) string {
 		return "(unparsable URL)"
 	}
 	return p.Redacted()
+}
+
+// serveDemo serves the demo page on addr until stop is called.
+func serveDemo(addr, gatewayURL, simURL string, log *slog.Logger) (stop func(), err error) {
+	h, err := demo.New(gatewayURL, simURL)
+	if err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dev: demo page on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("demo page", "err", err)
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
 }

@@ -50,7 +50,7 @@ func TestDevEndToEnd(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- runDev(ctx, []string{"--nats-port", "-1", "--data-dir", t.TempDir(), "--sim-addr", sim,
-			"--gateway-addr", gw, "--metrics-addr", metrics, "--log-level", "warn"}, &out)
+			"--gateway-addr", gw, "--metrics-addr", metrics, "--demo-addr", "", "--log-level", "warn"}, &out)
 	}()
 	defer func() {
 		cancel()
@@ -162,10 +162,11 @@ func TestDevNothingInstalled(t *testing.T) {
 	sim := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	gw := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	demo := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	start := func() (stop func()) {
 		t.Helper()
 		cmd := exec.Command(bin, "dev", "--nats-port", "-1", "--sim-addr", sim, "--gateway-addr", gw,
-			"--metrics-addr", metrics, "--log-level", "warn")
+			"--metrics-addr", metrics, "--demo-addr", demo, "--log-level", "warn")
 		cmd.Dir = work
 		cmd.Env = []string{"PATH=" + t.TempDir(), "HOME=" + work}
 		var out lockedBuffer
