@@ -151,6 +151,10 @@ type Config struct {
 	MaxStreams      int
 	StreamHeartbeat time.Duration
 
+	// WhenNoAgents is what happens when LiveChat finds no agent:
+	// WhenNoAgentsWait (default) or WhenNoAgentsBot.
+	WhenNoAgents string
+
 	// Texts are the status and closing lines told to the user per
 	// language (package texts; the outbound delivery uses the same).
 	// Texts.NoAgentsBot also answers a handoff refused by Limits.
@@ -199,6 +203,7 @@ func DefaultConfig() Config {
 		SlowDownReply:      map[string]string{"": "You are sending messages faster than we can pass them on. Please wait a moment and send that again."},
 		UnknownChatWait:    DefaultUnknownChatWait,
 		MaxStreams:         DefaultMaxStreams,
+		WhenNoAgents:       WhenNoAgentsWait,
 		StreamHeartbeat:    DefaultStreamHeartbeat,
 	}
 }
@@ -391,6 +396,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Group != nil && *c.Group < 0 {
 		errs = append(errs, errors.New("group must not be negative"))
+	}
+	if c.WhenNoAgents != WhenNoAgentsWait && c.WhenNoAgents != WhenNoAgentsBot {
+		errs = append(errs, fmt.Errorf("when no agents must be %q or %q, got %q", WhenNoAgentsWait, WhenNoAgentsBot, c.WhenNoAgents))
 	}
 	if c.MaxStreams < 1 {
 		errs = append(errs, errors.New("max streams must be at least 1"))

@@ -54,6 +54,12 @@ func (g *Gateway) serveLiveChatWebhook(w http.ResponseWriter, r *http.Request) {
 		res, err = g.relayAgentEvent(r.Context(), d)
 	case livechat.ActionChatDeactivated:
 		res, err = g.relayChatClosed(r.Context(), d)
+	case livechat.ActionIncomingChat:
+		res, err = g.relayIncomingChat(r.Context(), d)
+	case livechat.ActionUserAdded, livechat.ActionUserAddedLegacy:
+		res, err = g.relayUserAdded(r.Context(), d)
+	case livechat.ActionChatTransferred:
+		res, err = g.relayTransferred(r.Context(), d)
 	default:
 		res = ignored("action " + d.Action + " is not used")
 	}
@@ -108,6 +114,10 @@ func (g *Gateway) relayAgentEvent(ctx context.Context, d livechat.WebhookDeliver
 	if ev.AuthorID == rec.CustomerID {
 		return ignored("sent by the customer"), nil
 	}
+	if ev.Type == "system_message" {
+		// Routing notices are status for the user, never agent text.
+		return g.relaySystemMessage(ctx, rec, p)
+	}
 	visibility := ev.Visibility
 	if visibility == "" {
 		visibility = ev.Recipients // payloads before 3.4
@@ -156,6 +166,12 @@ func (g *Gateway) relayChatClosed(ctx context.Context, d livechat.WebhookDeliver
 	rec, ok, err := g.chatConversation(ctx, p.ChatID)
 	if err != nil || !ok {
 		return ignored("unknown chat"), err
+	}
+	if !rec.Mode.WithAgent() {
+		// The user already went back to the bot (a cancel, or no agent
+		// with --when-no-agents=bot) and was told so; a second "chat
+		// ended" would only confuse.
+		return ignored("the conversation is already back with the bot"), nil
 	}
 	closed := handoff.ChatClosed{ChatID: p.ChatID, ThreadID: p.ThreadID, ClosedBy: p.UserID, ReplyTo: rec.ReplyTo, Language: rec.Language}
 	id := deriveID("livechat", "chat_deactivated", p.ChatID, p.ThreadID)

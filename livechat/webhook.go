@@ -16,6 +16,9 @@ const (
 	ActionIncomingChat    = "incoming_chat"
 	ActionUserAdded       = "user_added_to_chat"
 	ActionChatTransferred = "chat_transferred"
+	// ActionUserAddedLegacy is user_added_to_chat's name before API 3.3,
+	// still seen in older payloads.
+	ActionUserAddedLegacy = "chat_user_added"
 )
 
 // WebhookDelivery is one webhook body LiveChat POSTs to us. Payload is
@@ -128,4 +131,101 @@ func (d WebhookDelivery) ChatDeactivated() (ChatDeactivatedPayload, error) {
 		return ChatDeactivatedPayload{}, fmt.Errorf("livechat: webhook %s: %w", d.Action, errMissing("chat_id"))
 	}
 	return ChatDeactivatedPayload(p), nil
+}
+
+// IncomingChatPayload is the payload of incoming_chat (a chat started or
+// resumed): the chat with its users and the new thread, whose Queue is set
+// while the chat waits for an agent.
+type IncomingChatPayload struct {
+	Chat Chat
+}
+
+// IncomingChat decodes an incoming_chat payload.
+func (d WebhookDelivery) IncomingChat() (IncomingChatPayload, error) {
+	if d.Action != ActionIncomingChat {
+		return IncomingChatPayload{}, fmt.Errorf("livechat: webhook %s as %s: %w", d.Action, ActionIncomingChat, errWrongAction)
+	}
+	var p struct {
+		Chat json.RawMessage `json:"chat"`
+	}
+	if err := json.Unmarshal(d.Payload, &p); err != nil {
+		return IncomingChatPayload{}, fmt.Errorf("livechat: webhook %s: %w", d.Action, err)
+	}
+	c, err := decodeChat(p.Chat)
+	if err != nil {
+		return IncomingChatPayload{}, fmt.Errorf("livechat: webhook %s: chat: %w", d.Action, err)
+	}
+	return IncomingChatPayload{Chat: c}, nil
+}
+
+// UserAddedPayload is the payload of user_added_to_chat: someone joined
+// the chat; UserType "agent" means an agent took it.
+type UserAddedPayload struct {
+	ChatID, ThreadID string
+	User             User
+	UserType         string
+}
+
+// UserAdded decodes a user_added_to_chat (or legacy chat_user_added)
+// payload.
+func (d WebhookDelivery) UserAdded() (UserAddedPayload, error) {
+	if d.Action != ActionUserAdded && d.Action != ActionUserAddedLegacy {
+		return UserAddedPayload{}, fmt.Errorf("livechat: webhook %s as %s: %w", d.Action, ActionUserAdded, errWrongAction)
+	}
+	var p struct {
+		ChatID   string `json:"chat_id"`
+		ThreadID string `json:"thread_id"`
+		User     *User  `json:"user"`
+		UserType string `json:"user_type"`
+	}
+	if err := json.Unmarshal(d.Payload, &p); err != nil {
+		return UserAddedPayload{}, fmt.Errorf("livechat: webhook %s: %w", d.Action, err)
+	}
+	switch {
+	case p.ChatID == "":
+		return UserAddedPayload{}, fmt.Errorf("livechat: webhook %s: %w", d.Action, errMissing("chat_id"))
+	case p.User == nil || p.User.ID == "":
+		return UserAddedPayload{}, fmt.Errorf("livechat: webhook %s: %w", d.Action, errMissing("user.id"))
+	}
+	if p.UserType == "" {
+		p.UserType = p.User.Type
+	}
+	return UserAddedPayload{ChatID: p.ChatID, ThreadID: p.ThreadID, User: *p.User, UserType: p.UserType}, nil
+}
+
+// ChatTransferredPayload is the payload of chat_transferred: the chat
+// moved to other groups or agents, and waits in Queue when set.
+type ChatTransferredPayload struct {
+	ChatID, ThreadID, Reason, RequesterID string
+	GroupIDs                              []int
+	AgentIDs                              []string
+	Queue                                 *Queue
+}
+
+// ChatTransferred decodes a chat_transferred payload.
+func (d WebhookDelivery) ChatTransferred() (ChatTransferredPayload, error) {
+	if d.Action != ActionChatTransferred {
+		return ChatTransferredPayload{}, fmt.Errorf("livechat: webhook %s as %s: %w", d.Action, ActionChatTransferred, errWrongAction)
+	}
+	var p struct {
+		ChatID        string `json:"chat_id"`
+		ThreadID      string `json:"thread_id"`
+		Reason        string `json:"reason"`
+		RequesterID   string `json:"requester_id"`
+		TransferredTo struct {
+			GroupIDs []int    `json:"group_ids"`
+			AgentIDs []string `json:"agent_ids"`
+		} `json:"transferred_to"`
+		Queue *Queue `json:"queue"`
+	}
+	if err := json.Unmarshal(d.Payload, &p); err != nil {
+		return ChatTransferredPayload{}, fmt.Errorf("livechat: webhook %s: %w", d.Action, err)
+	}
+	if p.ChatID == "" {
+		return ChatTransferredPayload{}, fmt.Errorf("livechat: webhook %s: %w", d.Action, errMissing("chat_id"))
+	}
+	return ChatTransferredPayload{
+		ChatID: p.ChatID, ThreadID: p.ThreadID, Reason: p.Reason, RequesterID: p.RequesterID,
+		GroupIDs: p.TransferredTo.GroupIDs, AgentIDs: p.TransferredTo.AgentIDs, Queue: p.Queue,
+	}, nil
 }

@@ -85,6 +85,7 @@ func gatewayFlags(o *gatewayOptions) *flags {
 	f.String(&o.apiKeys, "api-keys", "HANDOFF_GATEWAY_API_KEYS", "", "REST API bearer keys; each reaches REST conversation IDs only (not projects/... or spaces/...) unless bound otherwise: KEY;prefix=P (IDs starting with P), KEY;channels=rest|dialogflow-es|dialogflow-cx|google-chat")
 	f.String(&o.cfg.StreamTokenSecret, "stream-token-secret", "HANDOFF_GATEWAY_STREAM_TOKEN_SECRET", "", "signs the per-conversation stream tokens the REST handoff answer carries (for browsers); empty: event streams take API keys only")
 	f.String(&o.corsOrigins, "cors-origins", "HANDOFF_GATEWAY_CORS_ORIGINS", "", "browser origins allowed to read /v1/conversations/{id}/events (comma-separated; * for any)")
+	f.String(&o.cfg.WhenNoAgents, "when-no-agents", "HANDOFF_GATEWAY_WHEN_NO_AGENTS", d.WhenNoAgents, "when LiveChat finds no agent: wait (tell the user, keep the chat) or bot (tell the user --no-agents-bot-text, back to the bot, end the chat)")
 	f.Int(&o.cfg.MaxStreams, "max-streams", "HANDOFF_GATEWAY_MAX_STREAMS", d.MaxStreams, "event streams (Server-Sent Events) served at once by this process; more get 503")
 	f.Duration(&o.cfg.StreamHeartbeat, "stream-heartbeat", "HANDOFF_GATEWAY_STREAM_HEARTBEAT", d.StreamHeartbeat, "interval of the heartbeat comment on an idle event stream")
 

@@ -15,13 +15,20 @@ var reversePathActions = []struct {
 	action  string
 	filters map[string]any
 }{
-	{livechat.ActionIncomingEvent, map[string]any{"author_type": "agent", "only_my_chats": true}},
+	// incoming_event without an author filter: routing notices
+	// (system messages, e.g. no agent available) must arrive too; the
+	// gateway drops our own customer's events itself.
+	{livechat.ActionIncomingEvent, map[string]any{"only_my_chats": true}},
 	{livechat.ActionChatDeactivated, map[string]any{"only_my_chats": true}},
+	{livechat.ActionIncomingChat, map[string]any{"only_my_chats": true}},
+	{livechat.ActionUserAdded, map[string]any{"only_my_chats": true}},
+	{livechat.ActionChatTransferred, map[string]any{"only_my_chats": true}},
 }
 
 // registerWebhooks makes sure LiveChat sends the reverse path's webhooks to
 // url with secret: a registration that is already there is left alone, one
-// with another secret is replaced (LiveChat cannot edit one), and the
+// with another secret or other filters is replaced (LiveChat cannot edit
+// one), and the
 // license's webhooks are enabled. Running it twice changes nothing.
 func registerWebhooks(ctx context.Context, lc *livechat.Client, url, secret string, out io.Writer) error {
 	if secret == "" {
@@ -43,7 +50,7 @@ func registerWebhooks(ctx context.Context, lc *livechat.Client, url, secret stri
 			if h.URL != url || h.Action != want.action {
 				continue
 			}
-			if h.SecretKey == secret {
+			if h.SecretKey == secret && fmt.Sprint(h.Filters) == fmt.Sprint(want.filters) {
 				action = "unchanged"
 				break
 			}

@@ -356,11 +356,13 @@ func (s *Sim) sendAsAgent(ch *chat, agent string, ev *inEvent, attach bool) (str
 		ch.mu.Unlock()
 		return "", &apiError{Type: "chat_inactive", Message: "Chat is inactive"}
 	}
-	if t.active {
+	var d []delivery
+	if t.active && !t.hasAgent(agent) {
 		t.join(agent)
+		d = s.agentJoined(ch, t, agent)
 	}
 	stored := s.addEvent(t, ev, agent)
-	d := s.eventDeliveries(ch, t, stored, "agent")
+	d = append(d, s.eventDeliveries(ch, t, stored, "agent")...)
 	ch.mu.Unlock()
 	s.enqueue(d)
 	return stored.ID, nil
@@ -514,6 +516,12 @@ func (s *Sim) addUserToChat(c *call) (any, *apiError) {
 	if t == nil || !t.active {
 		return nil, &apiError{Type: "chat_inactive", Message: "Chat is inactive"}
 	}
-	t.join(req.UserID)
+	var d []delivery
+	if !t.hasAgent(req.UserID) {
+		t.join(req.UserID)
+		d = s.agentJoined(ch, t, req.UserID)
+	}
+	// Sent after the chat's lock is released (deferred above).
+	defer s.enqueue(d)
 	return struct{}{}, nil
 }

@@ -43,8 +43,8 @@ type actionSpec struct {
 }
 
 var customerActions = map[string]actionSpec{
-	"start_chat":                  {apply: (*Sim).startChat},
-	"resume_chat":                 {apply: (*Sim).resumeChat},
+	"start_chat":                  {apply: (*Sim).startChatNotify},
+	"resume_chat":                 {apply: (*Sim).resumeChatNotify},
 	"send_event":                  {apply: (*Sim).sendEvent},
 	"deactivate_chat":             {apply: (*Sim).deactivateChat},
 	"get_chat":                    {apply: (*Sim).getChat},
