@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -181,6 +182,23 @@ func TestPoisonEventsAreDeadLetteredAndLaterEventsFlow(t *testing.T) {
 	}
 	e.waitDrained(20 * time.Second)
 	e.checkExactlyOnceInOrder(map[string][]string{c: {h.ID + "/0", after.ID, rejected.ID}})
+
+	// The same replay again (the operator ran it twice, or its publish was
+	// retried after a NATS restart made JetStream forget its Msg-Id): the
+	// event was applied, so the copy is dropped by its ID.
+	again := nats.NewMsg(stream.InSubject(c))
+	again.Data, _ = rejected.Marshal()
+	again.Header.Set(worker.HeaderReplay, strconv.FormatUint(dls[2].Sequence, 10))
+	again.Header.Set("Nats-Msg-Id", "replay-again:"+rejected.ID)
+	if _, err := e.js.PublishMsg(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	e.waitDrained(20 * time.Second)
+	e.checkExactlyOnceInOrder(map[string][]string{c: {h.ID + "/0", after.ID, rejected.ID}})
+	// Dropped without a LiveChat call, not merely found by its custom_id.
+	if got := duplicates(t, reg, handoff.TypeMessageUser); got != 1 {
+		t.Errorf("the repeated replay counted %v duplicates; want 1", got)
+	}
 	if n := len(e.deadLetters()); n != 2 {
 		t.Errorf("%d dead letters after replay, want 2", n)
 	}
