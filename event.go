@@ -224,6 +224,29 @@ func invalid(field, format string, args ...any) error {
 	return &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
+// derivedNamespace makes derived event IDs (UUIDv5) distinct from any other
+// UUIDv5 use.
+var derivedNamespace = uuid.MustParse("6d1a4c52-0d0c-4b8e-9a36-5f8f2b0c7e11")
+
+// DerivedID returns a deterministic event ID for the given parts, so a
+// retried request produces the same Nats-Msg-Id and JetStream stores the
+// event once. The parts are joined with NUL so no two part lists collide.
+func DerivedID(parts ...string) string {
+	return uuid.NewSHA1(derivedNamespace, []byte(strings.Join(parts, "\x00"))).String()
+}
+
+// AgentMessageID is the event ID of the message.agent relaying LiveChat
+// event eventID of chatID. The gateway's webhook relay and the worker's
+// reconciliation sweep both use it, so a message relayed by both is one
+// event (stored once, delivered once).
+func AgentMessageID(chatID, eventID string) string { return DerivedID("livechat", chatID, eventID) }
+
+// ChatClosedID is the event ID of the chat.closed for thread threadID of
+// chatID, shared the same way.
+func ChatClosedID(chatID, threadID string) string {
+	return DerivedID("livechat", "chat_deactivated", chatID, threadID)
+}
+
 // NewID returns a fresh event ID: a UUIDv7, so IDs sort by creation time.
 func NewID() string {
 	return uuid.Must(uuid.NewV7()).String()

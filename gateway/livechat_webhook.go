@@ -147,7 +147,7 @@ func (g *Gateway) relayAgentEvent(ctx context.Context, d livechat.WebhookDeliver
 		Text: text, AgentID: ev.AuthorID, AgentName: rec.Agents[ev.AuthorID], ChatID: p.ChatID, LiveChatEventID: ev.ID,
 		ReplyTo: rec.ReplyTo, Language: rec.Language,
 	}
-	id := deriveID("livechat", p.ChatID, ev.ID)
+	id := handoff.AgentMessageID(p.ChatID, ev.ID)
 	if _, err := g.publishReverse(ctx, handoff.TypeMessageAgent, rec.ID, msg, id); err != nil {
 		return webhookResult{}, err
 	}
@@ -174,7 +174,7 @@ func (g *Gateway) relayChatClosed(ctx context.Context, d livechat.WebhookDeliver
 		return ignored("the conversation is already back with the bot"), nil
 	}
 	closed := handoff.ChatClosed{ChatID: p.ChatID, ThreadID: p.ThreadID, ClosedBy: p.UserID, ReplyTo: rec.ReplyTo, Language: rec.Language}
-	id := deriveID("livechat", "chat_deactivated", p.ChatID, p.ThreadID)
+	id := handoff.ChatClosedID(p.ChatID, p.ThreadID)
 	if _, err := g.publishReverse(ctx, handoff.TypeChatClosed, rec.ID, closed, id); err != nil {
 		return webhookResult{}, err
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"github.com/handoff-dev/handoff"
 	"github.com/handoff-dev/handoff/publisher"
 	"github.com/handoff-dev/handoff/store"
@@ -68,16 +67,9 @@ type outcome struct {
 // beyond any webhook retry.
 const turnTTL = 15 * time.Minute
 
-// eventNamespace makes derived event IDs (UUIDv5) distinct from any other
-// UUIDv5 use.
-var eventNamespace = uuid.MustParse("6d1a4c52-0d0c-4b8e-9a36-5f8f2b0c7e11")
-
-// deriveID returns a deterministic event ID for the given parts, so a
-// retried request produces the same Nats-Msg-Id and JetStream stores the
-// event once. The parts are joined with NUL so no two part lists collide.
-func deriveID(parts ...string) string {
-	return uuid.NewSHA1(eventNamespace, []byte(strings.Join(parts, "\x00"))).String()
-}
+// deriveID is handoff.DerivedID: one namespace for every derived ID, so
+// the worker's sweep derives the same IDs as the webhook relay.
+func deriveID(parts ...string) string { return handoff.DerivedID(parts...) }
 
 // eventID is the ID of the (single) event a turn publishes. It does not
 // depend on the event type: a retry of the handoff turn that arrives after

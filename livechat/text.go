@@ -83,3 +83,20 @@ func RichText(elements []RichElement) string {
 	}
 	return strings.Join(cards, "\n\n")
 }
+
+// AgentText is what the user is shown of an agent's event: a message's
+// text, a rich message's cards as words and links, a file's caption and
+// address. Other types (system messages, forms) are routing status, not
+// words from the agent, and give "".
+func AgentText(ev Event) string {
+	var text string
+	switch ev.Type {
+	case EventMessage:
+		text = ev.Text
+	case EventRichMessage:
+		text = ev.Text + "\n" + RichText(ev.Elements)
+	case EventFile:
+		text = ev.Text + " " + ev.URL
+	}
+	return strings.TrimSpace(text)
+}

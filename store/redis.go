@@ -437,6 +437,16 @@ func (r *Redis) CountByMode(ctx context.Context) (map[handoff.Mode]int64, error)
 	return out, nil
 }
 
+// ConversationsInMode implements Store.
+func (r *Redis) ConversationsInMode(ctx context.Context, m handoff.Mode) ([]string, error) {
+	oldest := strconv.FormatInt(r.now().Add(-r.convTTL).Unix(), 10)
+	ids, err := r.client.ZRangeByScore(ctx, r.modesKey(m), &redis.ZRangeBy{Min: oldest, Max: "+inf"}).Result()
+	if err != nil {
+		return nil, fail("list conversations in mode "+string(m), err)
+	}
+	return ids, nil
+}
+
 // backoff is a full-jitter exponential delay (1ms doubling, capped at 50ms):
 // writers that lost a race spread out instead of colliding again.
 func backoff(attempt int) time.Duration {

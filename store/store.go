@@ -83,6 +83,12 @@ type Store interface {
 	// CountByMode counts the live conversations in each mode, for the
 	// handoff_conversations metric.
 	CountByMode(ctx context.Context) (map[handoff.Mode]int64, error)
+	// ConversationsInMode lists the conversations in mode m (those that
+	// entered it within the conversation TTL and have not left it), in no
+	// particular order: the worker's reconciliation sweep reads every
+	// conversation with a live chat from it. The record is the truth: a
+	// listed conversation may have moved on since.
+	ConversationsInMode(ctx context.Context, m handoff.Mode) ([]string, error)
 
 	// AppendTurn adds an entry to the bot-side transcript of a
 	// conversation, keeping only the newest max entries.

@@ -17,6 +17,9 @@ type metrics struct {
 	reconciled    prometheus.Counter
 	breakerState  *prometheus.GaugeVec
 	conversations *prometheus.GaugeVec
+	sweepDuration prometheus.Histogram
+	sweepCalls    *prometheus.CounterVec
+	sweepRelayed  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -37,8 +40,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "handoff_conversations",
 			Help: "Live conversations by mode, read from the store (the same fleet-wide value on every worker: aggregate with max, not sum).",
 		}, []string{"mode"}),
+		sweepDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "handoff_worker_sweep_duration_seconds",
+			Help:    "Duration of one reconciliation sweep over every live conversation (on the worker holding the sweep lease).",
+			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 15, 30, 60, 120},
+		}),
+		sweepCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "handoff_worker_sweep_livechat_calls_total",
+			Help: "LiveChat calls made by the reconciliation sweep, by action (Agent Chat API list_chats, get_chat), retries included.",
+		}, []string{"action"}),
+		sweepRelayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "handoff_worker_sweep_relayed_messages_total",
+			Help: "Agent messages the reconciliation sweep published that no webhook had delivered.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.conversations, m.tokenReissues, m.reconciled, m.breakerState} {
+	for _, c := range []prometheus.Collector{m.conversations, m.tokenReissues, m.reconciled, m.breakerState,
+		m.sweepDuration, m.sweepCalls, m.sweepRelayed} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

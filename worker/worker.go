@@ -74,6 +74,9 @@ type Config struct {
 	BreakerOpenFor  time.Duration
 	// StatsInterval is how often consumer info is read for metrics.
 	StatsInterval time.Duration
+	// SweepInterval is how often the reconciliation sweep runs (on one
+	// worker at a time; also right after start). See sweep.go.
+	SweepInterval time.Duration
 }
 
 // DefaultConfig returns the defaults documented in README.md.
@@ -95,6 +98,7 @@ func DefaultConfig() Config {
 		BreakerFailures:   20,
 		BreakerOpenFor:    5 * time.Second,
 		StatsInterval:     5 * time.Second,
+		SweepInterval:     30 * time.Second,
 	}
 }
 
@@ -112,6 +116,7 @@ func (c Config) withDefaults() Config {
 	positive(&c.BreakerFailures, d.BreakerFailures)
 	positive(&c.BreakerOpenFor, d.BreakerOpenFor)
 	positive(&c.StatsInterval, d.StatsInterval)
+	positive(&c.SweepInterval, d.SweepInterval)
 	if c.Stream.AckWait <= 0 {
 		c.Stream = d.Stream
 	}
@@ -204,8 +209,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	statsCtx, stopStats := context.WithCancel(ctx)
 	var stats sync.WaitGroup
-	stats.Add(1)
+	stats.Add(2)
 	go func() { defer stats.Done(); w.conversationStats(statsCtx) }()
+	go func() { defer stats.Done(); w.sweeper(statsCtx) }()
 	defer func() { stopStats(); stats.Wait() }()
 	if err := w.consumer.Run(ctx); err != nil {
 		return fmt.Errorf("worker: %w", err)

@@ -120,6 +120,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 	f.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", "HANDOFF_SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout, "time to finish in-flight events after SIGTERM")
 	f.Int(&cfg.BreakerFailures, "breaker-failures", "HANDOFF_BREAKER_FAILURES", cfg.BreakerFailures, "consecutive LiveChat failures that open the circuit")
 	f.Duration(&cfg.BreakerOpenFor, "breaker-open-for", "HANDOFF_BREAKER_OPEN_FOR", cfg.BreakerOpenFor, "how long the circuit stays open before probing LiveChat again")
+	f.Duration(&cfg.SweepInterval, "sweep-interval", "HANDOFF_SWEEP_INTERVAL", cfg.SweepInterval, "how often one worker reconciles every live chat with LiveChat (missed agent messages, chat ends); also right after start")
 	if err := f.parse(args, stdout); err != nil {
 		return err
 	}

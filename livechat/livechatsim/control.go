@@ -96,6 +96,11 @@ func (s *Sim) AgentMessage(chatID, text string) error {
 	return err
 }
 
+// AgentMessageID is AgentMessage returning the new event's ID.
+func (s *Sim) AgentMessageID(chatID, text string) (string, error) {
+	return s.agentEvent(chatID, text, "all")
+}
+
 // AgentNote has the agent write an internal note (visibility "agents"),
 // which a correct integration must never show the user.
 func (s *Sim) AgentNote(chatID, text string) error {

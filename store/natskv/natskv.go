@@ -80,6 +80,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -541,7 +542,9 @@ func (s *Store) trackMode(ctx context.Context, id string, cur, next handoff.Conv
 		return nil
 	}
 	if _, ok := s.modes[next.Mode]; ok {
-		if _, err := s.put(ctx, s.modeSubject(next.Mode, id), nil, -1, s.convTTL); err != nil {
+		// The value is the ID, so ConversationsInMode can list IDs too long
+		// to be their own key.
+		if _, err := s.put(ctx, s.modeSubject(next.Mode, id), []byte(id), -1, s.convTTL); err != nil {
 			return err
 		}
 	}
@@ -566,6 +569,43 @@ func (s *Store) CountByMode(ctx context.Context) (map[handoff.Mode]int64, error)
 			return nil, fail("count conversations by mode", err)
 		}
 		out[m] = int64(info.State.NumSubjects)
+	}
+	return out, nil
+}
+
+// ConversationsInMode implements store.Store: the subjects of the mode's
+// bucket are the encoded IDs; a hashed one (an ID too long for a key) is
+// read back from its value.
+func (s *Store) ConversationsInMode(ctx context.Context, m handoff.Mode) ([]string, error) {
+	st, ok := s.modes[m]
+	if !ok {
+		return nil, nil
+	}
+	op := "list conversations in mode " + string(m)
+	prefix := "$KV." + s.bucket + "_mode_" + string(m) + "."
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return nil, fail(op, err)
+	}
+	out := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		enc := strings.TrimPrefix(subj, prefix)
+		if !strings.HasPrefix(enc, "=") {
+			if b, err := base64.RawURLEncoding.DecodeString(enc); err == nil {
+				out = append(out, string(b))
+			}
+			continue
+		}
+		msg, err := st.GetLastMsgForSubject(ctx, subj)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fail(op, err)
+		}
+		if len(msg.Data) > 0 {
+			out = append(out, string(msg.Data))
+		}
 	}
 	return out, nil
 }

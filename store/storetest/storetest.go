@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -39,6 +40,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"UpdateFromStaleRecordRereads", testUpdateFrom},
 		{"AppliedEventsGoWithTheCAS", testAppliedEvents},
 		{"CountByModeFollowsModes", testCountByMode},
+		{"ConversationsInModeFollowsModes", testConversationsInMode},
 		{"AppendTurnKeepsNewest", testTurns},
 		{"Tokens", testTokens},
 		{"Values", testValues},
@@ -768,6 +770,35 @@ func testAppliedEvents(t *testing.T, s store.Store) {
 	}
 	if len(c.Applied) != writers+2 {
 		t.Errorf("%d applied entries; want %d", len(c.Applied), writers+2)
+	}
+}
+
+func testConversationsInMode(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	long := "projects/acme/agent/sessions/" + strings.Repeat("x", 300) // too long for a key
+	list := func(m handoff.Mode) []string {
+		t.Helper()
+		ids, err := s.ConversationsInMode(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	update(t, s, "lm1", func(c *handoff.Conversation) { c.Mode = handoff.ModeQueued })
+	update(t, s, long, func(c *handoff.Conversation) { c.Mode = handoff.ModeAgent })
+	update(t, s, "lm2", func(c *handoff.Conversation) { c.Mode = handoff.ModeAgent })
+	update(t, s, "lm1", func(c *handoff.Conversation) { c.Mode = handoff.ModeAgent })
+	update(t, s, "lm2", func(c *handoff.Conversation) { c.Mode = handoff.ModeClosed })
+	agent := list(handoff.ModeAgent)
+	if !slices.Contains(agent, "lm1") || !slices.Contains(agent, long) || slices.Contains(agent, "lm2") {
+		t.Errorf("in agent: %q; want lm1 and the long ID, not lm2", agent)
+	}
+	if q := list(handoff.ModeQueued); slices.Contains(q, "lm1") {
+		t.Errorf("in queued: %q; lm1 left it", q)
+	}
+	if c := list(handoff.ModeClosed); !slices.Contains(c, "lm2") {
+		t.Errorf("in closed: %q; want lm2", c)
 	}
 }
 

@@ -1,0 +1,277 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/livechat"
+	"github.com/handoff-dev/handoff/livechat/livechatsim"
+	"github.com/handoff-dev/handoff/stream"
+	"github.com/handoff-dev/handoff/worker"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// outEvents reads a conversation's reverse-path events, oldest first
+// (HANDOFF_OUT keeps them: nothing consumes it in these tests).
+func (e *env) outEvents(conv string) []handoff.Event {
+	e.t.Helper()
+	ctx := context.Background()
+	s, err := e.js.Stream(ctx, stream.OutStream)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []handoff.Event
+	for seq := uint64(1); ; {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(stream.OutSubject(conv)))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return out
+		}
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		ev, err := handoff.UnmarshalEvent(m.Data)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		out = append(out, ev)
+		seq = m.Sequence + 1
+	}
+}
+
+// gatewayDown registers license webhooks with the simulator to a receiver
+// that refuses every delivery, as a stopped gateway does, and counts the
+// attempts.
+func (e *env) gatewayDown() *atomic.Int64 {
+	e.t.Helper()
+	var refused atomic.Int64
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		refused.Add(1)
+		w.WriteHeader(http.StatusBadGateway)
+	}))
+	e.t.Cleanup(down.Close)
+	ctx := context.Background()
+	lc := e.liveChat(nil)
+	tok, err := lc.RefreshAgentToken(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, a := range []string{livechat.ActionIncomingEvent, livechat.ActionChatDeactivated} {
+		if _, err := lc.RegisterWebhook(ctx, tok.AccessToken, livechat.Webhook{URL: down.URL, Action: a, SecretKey: "k",
+			Filters: map[string]any{"author_type": "agent"}}); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	if err := lc.EnableLicenseWebhooks(ctx, tok.AccessToken); err != nil {
+		e.t.Fatal(err)
+	}
+	return &refused
+}
+
+func (e *env) waitMode(conv string, m handoff.Mode, limit time.Duration) handoff.Conversation {
+	e.t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		rec, err := e.st.Conversation(context.Background(), conv)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if rec.Mode == m {
+			return rec
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("conversation %q is %s after %v, want %s", conv, rec.Mode, limit, m)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSweepRecoversWhatWebhooksLost is the issue's acceptance 1: the
+// gateway is down while the agent writes twice and LiveChat's webhook
+// retries run out, and while another chat is closed. The sweep publishes
+// both messages on HANDOFF_OUT once each, in LiveChat's order, with the
+// IDs the webhook relay derives, and gives the closed chat's conversation
+// back to the bot within one sweep interval. (The bound is generous for a
+// noisy machine: the issue asks for "within one sweep interval".)
+func TestSweepRecoversWhatWebhooksLost(t *testing.T) {
+	e := newEnv(t)
+	refused := e.gatewayDown()
+	cfg := testConfig()
+	cfg.SweepInterval = 2 * time.Second
+	e.startWorker(cfg)
+	talk, gone := conv(1), conv(2)
+	for _, c := range []string{talk, gone} {
+		e.publish(handoff.TypeHandoffRequested, c, handoff.HandoffRequested{Text: "agent please"})
+	}
+	e.waitDrained(20 * time.Second)
+	talkRec, goneRec := e.waitMode(talk, handoff.ModeQueued, 10*time.Second), e.waitMode(gone, handoff.ModeQueued, 10*time.Second)
+
+	before := refused.Load()
+	var ids []string
+	for _, text := range []string{"Hi, I'm Tom", "Your order ships today"} {
+		id, err := e.sim.AgentMessageID(talkRec.ChatID, text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := e.sim.CloseChat(goneRec.ChatID); err != nil {
+		t.Fatal(err)
+	}
+	// Every webhook is refused until LiveChat gives up: 3 deliveries of 4
+	// attempts each.
+	deadline := time.Now().Add(20 * time.Second)
+	for refused.Load()-before < 12 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d refused deliveries", refused.Load()-before)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	closedAt := time.Now()
+
+	e.waitMode(gone, handoff.ModeClosed, 2*cfg.SweepInterval+5*time.Second)
+	t.Logf("closed chat repaired %v after LiveChat gave up", time.Since(closedAt).Round(10*time.Millisecond))
+	deadline = time.Now().Add(2*cfg.SweepInterval + 5*time.Second)
+	for len(e.outEvents(talk)) < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Another sweep goes by: nothing is published twice.
+	time.Sleep(2 * cfg.SweepInterval)
+	evs := e.outEvents(talk)
+	if len(evs) != 2 {
+		t.Fatalf("%d reverse events for the conversation, want the 2 agent messages once each: %+v", len(evs), evs)
+	}
+	for i, ev := range evs {
+		var m handoff.AgentMessage
+		if err := json.Unmarshal(ev.Data, &m); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type != handoff.TypeMessageAgent || ev.ID != handoff.AgentMessageID(talkRec.ChatID, ids[i]) || m.LiveChatEventID != ids[i] {
+			t.Errorf("event %d = %s %s (%s), want message.agent of LiveChat event %s with the relay's ID", i, ev.Type, ev.ID, m.LiveChatEventID, ids[i])
+		}
+	}
+	if rec := e.waitMode(talk, handoff.ModeAgent, 5*time.Second); rec.ChatID != talkRec.ChatID {
+		t.Errorf("conversation %+v", rec)
+	}
+	closed := e.outEvents(gone)
+	if len(closed) != 1 || closed[0].Type != handoff.TypeChatClosed || closed[0].ID != handoff.ChatClosedID(goneRec.ChatID, goneRec.ThreadID) {
+		t.Errorf("closed conversation's reverse events = %+v, want one chat.closed with the relay's ID", closed)
+	}
+}
+
+// TestSweepOneOwner: with three workers only one sweeps per interval.
+func TestSweepOneOwner(t *testing.T) {
+	e := newEnv(t)
+	cfg := testConfig()
+	cfg.SweepInterval = time.Second
+	e.publish(handoff.TypeHandoffRequested, conv(1), handoff.HandoffRequested{Text: "agent"})
+	for range 3 {
+		e.startWorker(cfg)
+	}
+	e.waitDrained(20 * time.Second)
+	e.waitMode(conv(1), handoff.ModeQueued, 10*time.Second)
+	start := e.sim.Stats()["agent/list_chats"][200]
+	time.Sleep(3500 * time.Millisecond)
+	n := e.sim.Stats()["agent/list_chats"][200] - start
+	// About one sweep a second for 3.5 s; three workers each sweeping
+	// would make about ten.
+	if n < 2 || n > 5 {
+		t.Errorf("%d sweeps (list_chats calls) in 3.5 s with a 1 s interval and three workers, want 3 or 4", n)
+	}
+}
+
+// TestSweepRespectsRetryAfter: a 429 with Retry-After is waited out, and
+// the sweep still repairs what it must.
+func TestSweepRespectsRetryAfter(t *testing.T) {
+	e := newEnv(t)
+	e.gatewayDown()
+	cfg := testConfig()
+	cfg.SweepInterval = 2 * time.Second
+	e.startWorker(cfg)
+	e.publish(handoff.TypeHandoffRequested, conv(1), handoff.HandoffRequested{Text: "agent"})
+	e.waitDrained(20 * time.Second)
+	rec := e.waitMode(conv(1), handoff.ModeQueued, 10*time.Second)
+	if err := e.sim.SetFaults(livechatsim.Faults{Errors: []livechatsim.ErrorFault{{Action: "list_chats", Rate: 0.5, Type: "too_many_requests", RetryAfter: "1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sim.CloseChat(rec.ChatID); err != nil {
+		t.Fatal(err)
+	}
+	e.waitMode(conv(1), handoff.ModeClosed, 20*time.Second)
+	if e.sim.Stats()["agent/list_chats"][429] == 0 {
+		t.Skip("no 429 was drawn; nothing to show")
+	}
+}
+
+// TestSweepCostAt10000 measures one sweep over 10,000 live conversations
+// against the simulator: LiveChat calls and duration (README, "The
+// reconciliation sweep"). Set HANDOFF_SWEEP_SCALE=10000 to run it.
+func TestSweepCostAt10000(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("HANDOFF_SWEEP_SCALE"))
+	if n <= 0 {
+		t.Skip("set HANDOFF_SWEEP_SCALE=10000 to measure")
+	}
+	e := newEnv(t)
+	ctx := context.Background()
+	lc := e.liveChat(nil)
+	agent, err := lc.RefreshAgentToken(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := 0
+	for i := range n {
+		cust, err := lc.IssueCustomerToken(ctx, agent.AccessToken, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := lc.StartChat(ctx, cust.AccessToken, livechat.StartChatRequest{GroupID: &g, Continuous: true,
+			Events: []livechat.Event{{Text: "agent please", CustomID: strconv.Itoa(i)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 0 {
+			// A tenth of the chats have an agent answering.
+			if err := e.sim.AgentMessage(res.ChatID, "hello"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := e.st.UpdateConversation(ctx, fmt.Sprintf("scale-%d", i), func(c *handoff.Conversation) error {
+			c.Mode, c.ChatID, c.ThreadID, c.CustomerID = handoff.ModeAgent, res.ChatID, res.ThreadID, cust.EntityID
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stats, err := worker.SweepOnce(ctx, testConfig(), e.js, lc, e.st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("first sweep (no cursors yet): %d conversations, calls %v, relayed %d, %v", stats.Conversations, stats.Calls, stats.Relayed, stats.Duration)
+	for i := 0; i < n; i += 100 {
+		// One new agent message in a hundredth of the chats.
+		rec, err := e.st.Conversation(ctx, fmt.Sprintf("scale-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.sim.AgentMessage(rec.ChatID, "anything else?"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stats, err = worker.SweepOnce(ctx, testConfig(), e.js, lc, e.st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("steady sweep: %d conversations, calls %v, relayed %d, %v", stats.Conversations, stats.Calls, stats.Relayed, stats.Duration)
+	if want := n/100 + n/100; stats.Calls["list_chats"]+stats.Calls["get_chat"] > want+5 {
+		t.Errorf("steady sweep made %v calls, want about %d (a list_chats per 100 chats, a get_chat per chat with news)", stats.Calls, want)
+	}
+}
