@@ -113,20 +113,26 @@ type sweepRun struct {
 func (w *Worker) sweep(ctx context.Context) (SweepStats, error) {
 	start := time.Now()
 	r := &sweepRun{w: w, pub: publisher.New(w.js), stats: SweepStats{Calls: map[string]int{}}}
-	defer func() {
-		r.stats.Duration = time.Since(start)
-		w.m.sweepDuration.Observe(r.stats.Duration.Seconds())
-	}()
+	err := r.run(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stats.Duration = time.Since(start)
+	w.m.sweepDuration.Observe(r.stats.Duration.Seconds())
+	return r.stats, err
+}
+
+func (r *sweepRun) run(ctx context.Context) error {
+	w := r.w
 	live, err := w.liveChats(ctx)
 	if err != nil {
-		return r.stats, err
+		return err
 	}
 	r.stats.Conversations = len(live)
 	if len(live) == 0 {
-		return r.stats, nil
+		return nil
 	}
 	if r.tok, err = w.tokens.agentToken(ctx); err != nil {
-		return r.stats, fmt.Errorf("sweep: agent token: %w", err)
+		return fmt.Errorf("sweep: agent token: %w", err)
 	}
 
 	jobs := make(chan sweepJob)
@@ -202,9 +208,9 @@ func (w *Worker) sweep(ctx context.Context) (SweepStats, error) {
 	close(jobs)
 	wg.Wait()
 	if listErr != nil {
-		return r.stats, fmt.Errorf("sweep: %w", listErr)
+		return fmt.Errorf("sweep: %w", listErr)
 	}
-	return r.stats, firstErr
+	return firstErr
 }
 
 type sweepJob struct {
