@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/handoff-dev/handoff/texts"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 	chat "google.golang.org/api/chat/v1"
@@ -46,8 +47,9 @@ type GoogleChatConfig struct {
 	Breaker       BreakerConfig
 	// Transport carries the requests (default: http.DefaultTransport's).
 	Transport http.RoundTripper
-	// Texts are the status texts per language (default DefaultTexts).
-	Texts map[string]Texts
+	// Texts are the status and closing texts per language (default
+	// texts.Defaults()).
+	Texts *texts.Set
 }
 
 // GoogleChat posts events into the space and thread the user wrote from,
@@ -73,7 +75,8 @@ func NewGoogleChat(ctx context.Context, cfg GoogleChatConfig, m *Metrics) (*Goog
 		cfg.MaxRetryAfter = 10 * time.Minute
 	}
 	if cfg.Texts == nil {
-		cfg.Texts = DefaultTexts()
+		d := texts.Defaults()
+		cfg.Texts = &d
 	}
 	tr := cfg.Transport
 	if tr == nil {
@@ -139,7 +142,7 @@ func (g *GoogleChat) Deliver(ctx context.Context, m Outgoing) error {
 		return failure(Permanent, "bad_address", fmt.Errorf("google chat: reply_to address %q is not spaces/X or spaces/X/threads/Y", m.To.Address))
 	}
 	space, threaded := sm[1], sm[2] != ""
-	text := Render(m.Event, m.Language, g.cfg.Texts)
+	text := Render(m.Event, m.Language, *g.cfg.Texts)
 	if text == "" {
 		return nil
 	}

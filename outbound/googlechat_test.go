@@ -17,6 +17,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/texts"
 )
 
 // fakeGoogle is a local Chat API and OAuth token endpoint. The token
@@ -238,12 +239,15 @@ func TestGoogleChatSpaceAndStatusTexts(t *testing.T) {
 	f := newFakeGoogle(t)
 	g := newTestChat(t, f)
 	to := handoff.ReplyTo{Channel: handoff.ChannelGoogleChat, Address: "spaces/DM1"}
-	closed, err := handoff.NewEvent(handoff.TypeChatClosed, "spaces/DM1", handoff.ChatClosed{ChatID: "C1"})
+	closed, err := handoff.NewEvent(handoff.TypeChatClosed, "spaces/DM1", handoff.ChatClosed{ChatID: "C1", ClosedBy: "anna@example.com"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := outgoing(closed, to)
 	m.Language = "de-DE"
+	set := texts.Defaults()
+	set.Closed["de"] = "Der Mitarbeiter hat den Chat beendet."
+	g.cfg.Texts = &set
 	if err := g.Deliver(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +255,7 @@ func TestGoogleChatSpaceAndStatusTexts(t *testing.T) {
 	if len(posts) != 1 || posts[0].Space != "spaces/DM1" || posts[0].Thread != "" || posts[0].ReplyOption != "" {
 		t.Fatalf("posts = %+v, want one into the space without a thread", posts)
 	}
-	if want := DefaultTexts()["de"].Closed; posts[0].Text != want {
+	if want := "Der Mitarbeiter hat den Chat beendet."; posts[0].Text != want {
 		t.Errorf("text = %q, want the German closed text %q", posts[0].Text, want)
 	}
 }

@@ -159,6 +159,18 @@ var WorkerConsumer = ConsumerSpec{
 	FilterSubject: InPrefix + ">",
 }
 
+// OutboundDurable names the outbound delivery's durable consumer.
+const OutboundDurable = "handoff-outbound"
+
+// OutboundConsumer is the durable pull consumer the outbound delivery
+// shares on HANDOFF_OUT (package outbound, inside every worker by default).
+var OutboundConsumer = ConsumerSpec{
+	Stream:        OutStream,
+	Durable:       OutboundDurable,
+	Description:   "handoff outbound delivery",
+	FilterSubject: OutPrefix + ">",
+}
+
 // ConsumerConfig is the workers' consumer (WorkerConsumer).
 func ConsumerConfig(c Config) jetstream.ConsumerConfig {
 	return DurableConfig(c, WorkerConsumer)
@@ -188,7 +200,8 @@ type Change struct {
 	Action string // "created", "updated" or "unchanged"
 }
 
-// Setup creates or updates the streams and the worker consumer. It is
+// Setup creates or updates the streams and the durable consumers (the
+// workers' on HANDOFF_IN, the outbound delivery's on HANDOFF_OUT). It is
 // idempotent: run on an up-to-date server it changes nothing and reports
 // every item unchanged.
 func Setup(ctx context.Context, js jetstream.JetStream, c Config) ([]Change, error) {
@@ -200,11 +213,14 @@ func Setup(ctx context.Context, js jetstream.JetStream, c Config) ([]Change, err
 		}
 		changes = append(changes, ch)
 	}
-	ch, err := EnsureConsumer(ctx, js, c, WorkerConsumer)
-	if err != nil {
-		return changes, err
+	for _, spec := range []ConsumerSpec{WorkerConsumer, OutboundConsumer} {
+		ch, err := EnsureConsumer(ctx, js, c, spec)
+		if err != nil {
+			return changes, err
+		}
+		changes = append(changes, ch)
 	}
-	return append(changes, ch), nil
+	return changes, nil
 }
 
 func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (Change, error) {

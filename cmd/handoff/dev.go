@@ -22,16 +22,18 @@ import (
 
 func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	var (
-		lg          logging
-		host        string
-		natsPort    int
-		dataDir     string
-		backend     string
-		redisURL    string
-		simAddr     string
-		gatewayAddr string
-		metricsAddr string
-		demoAddr    string
+		lg             logging
+		host           string
+		natsPort       int
+		dataDir        string
+		backend        string
+		redisURL       string
+		simAddr        string
+		gatewayAddr    string
+		metricsAddr    string
+		callbackURL    string
+		callbackSecret string
+		demoAddr       string
 	)
 	f := newFlags("dev", "[flags]", "Run the whole service in one process for local development: an embedded NATS\nserver with JetStream and the streams, the state store (Redis when --redis-url\nis given or redis-server is on PATH, otherwise JetStream key-value buckets on\nthe embedded NATS: nothing to install), the LiveChat simulator, a worker and\nthe gateway (with authentication off, listening on loopback). Data stays in\n--data-dir, so the next start resumes. Stop with Ctrl-C.")
 	lg.register(f)
@@ -44,6 +46,8 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	f.String(&gatewayAddr, "gateway-addr", "HANDOFF_DEV_GATEWAY_ADDR", "127.0.0.1:8080", "address of the gateway")
 	f.String(&metricsAddr, "metrics-addr", "HANDOFF_DEV_METRICS_ADDR", "127.0.0.1:9090", "address of the worker's /metrics")
 	f.String(&demoAddr, "demo-addr", "HANDOFF_DEV_DEMO_ADDR", "127.0.0.1:8000", "address of the demo page: a user and a LiveChat agent side by side in the browser (empty: off)")
+	f.String(&callbackURL, "callback-url", "HANDOFF_CALLBACK_URL", "", "POST agents' replies of REST and Dialogflow conversations here, signed (see docs/callbacks.md; empty: feed only)")
+	f.String(&callbackSecret, "callback-secret", "HANDOFF_CALLBACK_SECRET", "", "callback signing secret, whsec_<base64> (prefer the environment variable)")
 	if err := f.parse(args, stdout); err != nil {
 		return err
 	}
@@ -114,7 +118,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		{"worker", runWorker, append([]string{"--nats-url", natsURL,
 			"--livechat-api-url", simURL, "--livechat-accounts-url", simURL,
 			"--livechat-client-id", "handoff-dev", "--livechat-client-secret", "dev", "--livechat-refresh-token", "dev",
-			"--metrics-addr", metricsAddr}, storeArgs...)},
+			"--metrics-addr", metricsAddr, "--callback-url", callbackURL, "--callback-secret", callbackSecret}, storeArgs...)},
 		{"gateway", runGateway, append([]string{"--nats-url", natsURL,
 			"--listen", gatewayAddr, "--insecure-no-auth", "--livechat-webhook-secret", devWebhookSecret}, storeArgs...)},
 	}

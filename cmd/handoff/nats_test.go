@@ -192,7 +192,7 @@ func TestSetupAuthenticatesToNATS(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			code, out, errs = runCLI(t, "setup", "--nats-url", url)
-			if code != 0 || strings.Count(out, "created") != 5 {
+			if code != 0 || strings.Count(out, "created") != 6 {
 				t.Fatalf("setup with %v: code %d\n%s%s", env, code, out, errs)
 			}
 		})

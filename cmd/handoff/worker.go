@@ -17,10 +17,12 @@ import (
 	"github.com/handoff-dev/handoff"
 	"github.com/handoff-dev/handoff/livechat"
 	"github.com/handoff-dev/handoff/store"
+	"github.com/handoff-dev/handoff/stream"
 	"github.com/handoff-dev/handoff/worker"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
 )
 
 // liveChatFlags configure the LiveChat client.
@@ -102,6 +104,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		metricsAddr string
 		memLimit    string
 		cfg         = worker.DefaultConfig()
+		ob          outboundFlags
 	)
 	f := newFlags("worker", "[flags]", "Consume the inbound stream and deliver each conversation's events to LiveChat,\nin order and exactly once. Run as many as you like side by side. SIGTERM stops\nfetching, finishes in-flight events within --shutdown-timeout and exits 0.")
 	n.register(f, true)
@@ -121,6 +124,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 	f.Int(&cfg.BreakerFailures, "breaker-failures", "HANDOFF_BREAKER_FAILURES", cfg.BreakerFailures, "consecutive LiveChat failures that open the circuit")
 	f.Duration(&cfg.BreakerOpenFor, "breaker-open-for", "HANDOFF_BREAKER_OPEN_FOR", cfg.BreakerOpenFor, "how long the circuit stays open before probing LiveChat again")
 	f.Duration(&cfg.SweepInterval, "sweep-interval", "HANDOFF_SWEEP_INTERVAL", cfg.SweepInterval, "how often one worker reconciles every live chat with LiveChat (missed agent messages, chat ends); also right after start")
+	ob.register(f)
 	if err := f.parse(args, stdout); err != nil {
 		return err
 	}
@@ -161,6 +165,12 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ob.cfg.Consumer.AckWait = n.stream.AckWait
+	ob.cfg.Consumer.ShutdownTimeout = cfg.ShutdownTimeout
+	out, err := ob.consumer(ctx, js, st, reg, log)
+	if err != nil {
+		return err
+	}
 	if metricsAddr != "" {
 		stopMetrics, err := serveOps(metricsAddr, reg, log, func(ctx context.Context) error {
 			if !nc.IsConnected() {
@@ -173,7 +183,22 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		defer stopMetrics()
 	}
-	return w.Run(ctx)
+	if out == nil {
+		return w.Run(ctx)
+	}
+	// Both directions in one process, sharing its connections: the
+	// outbound consumer starts once the streams and its durable exist
+	// (Setup, as the worker runs it), and either one failing stops both.
+	setupCtx, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
+	_, err = stream.Setup(setupCtx, js, n.stream)
+	cancelSetup()
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return w.Run(gctx) })
+	g.Go(func() error { return out.Run(gctx) })
+	return g.Wait()
 }
 
 // serveOps serves /metrics, /healthz and /readyz on addr.
