@@ -23,11 +23,11 @@ func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 func TestSetupTwiceChangesNothing(t *testing.T) {
 	n := testenv.StartNATS(t)
 	code, out, errs := runCLI(t, "setup", "--nats-url", n.URL())
-	if code != 0 || strings.Count(out, "created") != 5 {
+	if code != 0 || strings.Count(out, "created") != 6 {
 		t.Fatalf("first setup: code %d\n%s%s", code, out, errs)
 	}
 	code, out, errs = runCLI(t, "setup", "--nats-url", n.URL())
-	if code != 0 || strings.Count(out, "unchanged") != 5 {
+	if code != 0 || strings.Count(out, "unchanged") != 6 {
 		t.Fatalf("second setup: code %d\n%s%s", code, out, errs)
 	}
 }
