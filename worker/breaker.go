@@ -55,10 +55,17 @@ func troubled(err error) bool {
 	return livechat.IsRetryable(err)
 }
 
-// do runs fn unless the circuit is open.
+// do runs fn unless the circuit is open. A failure that leaves the
+// circuit open or half-open (the one that trips it, or a failed probe) is
+// reported as errBreakerOpen too: it is the outage's, not the event's, so
+// it must not spend the event's retry budget (the wrapped LiveChat error
+// still says whether the call may have been applied).
 func (b *breaker) do(ctx context.Context, fn func(context.Context) error) error {
 	_, err := b.cb.Execute(func() (struct{}, error) { return struct{}{}, fn(ctx) })
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		return fmt.Errorf("%w: %w", errBreakerOpen, err)
+	}
+	if err != nil && troubled(err) && b.cb.State() != gobreaker.StateClosed {
 		return fmt.Errorf("%w: %w", errBreakerOpen, err)
 	}
 	return err
