@@ -32,10 +32,19 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 	// handled. Acked messages are gone (work queue), so this is the next
 	// event of the conversation in publish order.
 	head, err := c.headOf(ctx, it.subject)
+	// A head check that failed is most often a stream leader election
+	// (a second or so): ask again while the lease holds rather than hand
+	// the event back, since a hand-back cannot reach a leaderless consumer
+	// either.
+	for delay := confirmFirstDelay; err != nil && ctx.Err() == nil && c.leaseHolds(it); delay = min(2*delay, confirmMaxDelay) {
+		c.m.retried("head_check_failed")
+		sleepCtx(ctx, jitter(delay))
+		head, err = c.headOf(ctx, it.subject)
+	}
 	switch {
 	case err != nil:
-		c.log.Warn("cannot read the conversation's head; handing back", "subject", it.subject, "seq", it.seq, "err", err)
-		_ = it.msg.NakWithDelay(jitter(c.cfg.OutageDelay))
+		c.outages.report("nats_unavailable", err)
+		c.handBack(ctx, it, jitter(c.cfg.OutageDelay))
 		c.m.retried("nats_unavailable")
 		c.m.observe(typ, "retried", start)
 		return false
@@ -51,7 +60,7 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 		}
 		// Another process holds the older event (or it waits for
 		// redelivery); come back shortly.
-		_ = it.msg.NakWithDelay(c.orderDelay(it.delivered))
+		c.handBack(ctx, it, c.orderDelay(it.delivered))
 		c.m.observe(typ, "deferred", start)
 		return false
 	}
@@ -96,6 +105,7 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 			}
 			if outcome == "applied" {
 				c.m.lag.Observe(time.Since(ev.Time).Seconds())
+				c.outages.over()
 			}
 			c.m.observe(typ, outcome, start)
 			return false
@@ -109,8 +119,8 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 			c.m.observe(typ, "dead_lettered", start)
 			return false
 		case v.Class == ClassOutage || ctx.Err() != nil:
-			c.log.Warn("outage: handing the event back", "reason", v.Reason, "conversation", ev.Subject, "event", ev.ID, "err", err)
-			_ = it.msg.NakWithDelay(jitter(c.cfg.OutageDelay))
+			c.outages.report(v.Reason, err)
+			c.handBack(ctx, it, jitter(c.cfg.OutageDelay))
 			c.m.retried(v.Reason)
 			c.m.observe(typ, "retried", start)
 			return false
@@ -143,7 +153,7 @@ func decode(msg jetstream.Msg) (handoff.Event, any, error) {
 // headOf returns the sequence of the oldest message stored on subject, or 0
 // when there is none.
 func (c *Consumer) headOf(ctx context.Context, subject string) (uint64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, confirmTimeout)
 	defer cancel()
 	m, err := c.str.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -155,12 +165,78 @@ func (c *Consumer) headOf(ctx context.Context, subject string) (uint64, error) {
 	return m.Sequence, nil
 }
 
+// Delays between attempts to confirm an ack or a hand-back, and the bound
+// on one attempt. A JetStream leader election takes about a second when a
+// server stops (4 to 9 s when it vanishes); the lease bounds the total.
+const (
+	confirmFirstDelay = 50 * time.Millisecond
+	confirmMaxDelay   = time.Second
+	confirmTimeout    = 2 * time.Second
+)
+
 // ack waits for the server to confirm, so that when the next event of the
-// conversation checks the head, this one is gone.
+// conversation checks the head, this one is gone. An ack that gets no
+// answer ("no responders" while the consumer elects a leader) is sent again
+// until the new leader answers or the lease can no longer be proven: a lost
+// ack of an applied event would keep it at the head of its conversation,
+// and the conversation stalled, for the whole ack wait.
 func (c *Consumer) ack(ctx context.Context, it *item) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return it.msg.DoubleAck(ctx)
+	return c.confirm(ctx, it, "ack", func(ctx context.Context) error { return it.msg.DoubleAck(ctx) })
+}
+
+// handBack gives the message back to JetStream for redelivery after delay,
+// confirmed like ack: a NAK is fire-and-forget in nats.go, and one lost in
+// a leader election leaves the message pending, held by nobody, for the
+// ack wait. The server answers a NAK sent as a request.
+func (c *Consumer) handBack(ctx context.Context, it *item, delay time.Duration) {
+	if it.msg.Reply() == "" {
+		_ = it.msg.NakWithDelay(delay)
+		return
+	}
+	body := []byte(fmt.Sprintf(`-NAK {"delay": %d}`, delay.Nanoseconds()))
+	nc := c.js.Conn()
+	err := c.confirm(ctx, it, "nak", func(ctx context.Context) error {
+		_, err := nc.RequestWithContext(ctx, it.msg.Reply(), body)
+		return err
+	})
+	if err != nil {
+		c.log.Debug("hand-back not confirmed; the ack wait will redeliver", "subject", it.subject, "seq", it.seq, "err", err)
+	}
+}
+
+// confirm runs send until it succeeds, the lease on the message can no
+// longer be proven, or ctx ends, counting each retry.
+func (c *Consumer) confirm(ctx context.Context, it *item, kind string, send func(context.Context) error) error {
+	delay := confirmFirstDelay
+	for {
+		sctx, cancel := context.WithTimeout(ctx, confirmTimeout)
+		err := send(sctx)
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+			return nil
+		}
+		if ctx.Err() != nil || !c.leaseHolds(it) {
+			return err
+		}
+		c.m.ackRetries.WithLabelValues(kind).Inc()
+		sleepCtx(ctx, jitter(delay))
+		delay = min(2*delay, confirmMaxDelay)
+	}
+}
+
+// leaseHolds says whether the process can still prove it holds the
+// message: within half the ack wait of the delivery or of the last
+// heartbeat that reached a connected client. Past that, JetStream may
+// redeliver it.
+func (c *Consumer) leaseHolds(it *item) bool { return it.leaseAge() <= c.cfg.AckWait/2 }
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 func (c *Consumer) backoff(attempt int, retryAfter time.Duration) time.Duration {

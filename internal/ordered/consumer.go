@@ -9,7 +9,8 @@
 // is handled only when it is the oldest message still stored on its subject,
 // checked with GetMsg), the lease on each held message (heartbeats and
 // Delivery.CheckLease), retries with backoff, jitter and Retry-After,
-// hand-back with NakWithDelay during an outage, DoubleAck, dead letters to
+// hand-back with a confirmed NAK during an outage, a confirmed DoubleAck
+// (both retried through a leader election), dead letters to
 // HANDOFF_DLQ with their reason, drain on shutdown, and the generic metrics.
 // Handlers keep what is specific to their downstream: the calls, the
 // idempotency fence, circuit breakers and a Classifier for their errors.
@@ -139,6 +140,8 @@ type Consumer struct {
 	// stream is recreated, so a position is (epoch, sequence).
 	epoch int64
 
+	outages *outageLog
+
 	mu       sync.Mutex
 	convs    map[string]*convQueue
 	held     map[uint64]*item
@@ -161,13 +164,14 @@ func New(cfg Config, js jetstream.JetStream, h Handler, reg prometheus.Registere
 		return nil, fmt.Errorf("ordered: metrics: %w", err)
 	}
 	return &Consumer{
-		cfg:   cfg,
-		js:    js,
-		h:     h,
-		log:   log,
-		m:     m,
-		convs: map[string]*convQueue{},
-		held:  map[uint64]*item{},
+		outages: newOutageLog(log),
+		cfg:     cfg,
+		js:      js,
+		h:       h,
+		log:     log,
+		m:       m,
+		convs:   map[string]*convQueue{},
+		held:    map[uint64]*item{},
 	}, nil
 }
 
@@ -185,9 +189,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return fmt.Errorf("ordered: open consumer %s: %w", c.cfg.Durable, err)
 	}
 	// Prefetch no more than we can hold, so buffered messages do not sit
-	// out their ack wait in the client (nats.go #1929).
+	// out their ack wait in the client (nats.go #1929). The server sends an
+	// idle heartbeat every second on a waiting pull: when the consumer's
+	// leader is lost with our pull requests, two missed heartbeats make
+	// the client pull again from the new leader, within 2 s instead of 10.
 	prefetch := min(c.cfg.MaxInFlight, 256)
-	iter, err := cons.Messages(jetstream.PullMaxMessages(prefetch), jetstream.PullHeartbeat(5*time.Second))
+	iter, err := cons.Messages(jetstream.PullMaxMessages(prefetch), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return fmt.Errorf("ordered: consume %s: %w", c.cfg.Durable, err)
 	}

@@ -56,7 +56,7 @@ func (c *Consumer) deadLetter(ctx context.Context, it *item, ev handoff.Event, r
 	// lost ack) land once.
 	if _, err := c.js.PublishMsg(pctx, msg, jetstream.WithMsgID(fmt.Sprintf("dlq:%s:%d", it.subject, it.seq))); err != nil {
 		c.log.Error("dead-letter publish failed; handing the event back", "subject", it.subject, "seq", it.seq, "err", err)
-		_ = it.msg.NakWithDelay(jitter(c.cfg.OutageDelay))
+		c.handBack(ctx, it, jitter(c.cfg.OutageDelay))
 		c.m.retried("dlq_unavailable")
 		return
 	}

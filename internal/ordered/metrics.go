@@ -18,6 +18,7 @@ type metrics struct {
 	consumerPending     prometheus.Gauge
 	consumerAckPending  prometheus.Gauge
 	consumerRedelivered prometheus.Gauge
+	ackRetries          *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, subsystem, streamName string) (*metrics, error) {
@@ -49,9 +50,12 @@ func newMetrics(reg prometheus.Registerer, subsystem, streamName string) (*metri
 			"Events delivered and not yet acknowledged (read from the consumer)."))),
 		consumerRedelivered: prometheus.NewGauge(prometheus.GaugeOpts(opts("consumer_redelivered_messages",
 			"Events delivered more than once and not yet acknowledged (read from the consumer)."))),
+		ackRetries: prometheus.NewCounterVec(prometheus.CounterOpts(opts("ack_retries_total",
+			"Acks (kind ack) and hand-backs (kind nak) sent again because JetStream did not answer, as during a leader election.")),
+			[]string{"kind"}),
 	}
 	for _, c := range []prometheus.Collector{m.events, m.duration, m.lag, m.retries, m.inFlight,
-		m.deadLetters, m.consumerPending, m.consumerAckPending, m.consumerRedelivered} {
+		m.deadLetters, m.consumerPending, m.consumerAckPending, m.consumerRedelivered, m.ackRetries} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

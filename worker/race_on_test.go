@@ -1,0 +1,7 @@
+//go:build race
+
+package worker_test
+
+// raceEnabled: the race detector slows the in-process NATS servers and the
+// simulator five- to tenfold, so the failover tests relax their bound.
+const raceEnabled = true
