@@ -152,6 +152,9 @@ func (g *Gateway) cxReply(t turn, out outcome) cxResponse {
 		return cxResponse{FulfillmentResponse: &cxFulfillment{Messages: msgs, MergeBehavior: "REPLACE"}, SessionInfo: params(true)}
 	case outcomeForwarded:
 		return cxResponse{FulfillmentResponse: &cxFulfillment{Messages: texts(g.reply(g.cfg.AckReply, t.lang)), MergeBehavior: "REPLACE"}, SessionInfo: params(true)}
+	case outcomeBackToBot:
+		// null deletes the parameter: CX routes stop seeing an agent.
+		return cxResponse{FulfillmentResponse: &cxFulfillment{Messages: texts(out.text), MergeBehavior: "REPLACE"}, SessionInfo: params(nil)}
 	case outcomeCancelled:
 		return cxResponse{FulfillmentResponse: &cxFulfillment{Messages: texts(g.reply(g.cfg.CancelReply, t.lang)), MergeBehavior: "REPLACE"}, SessionInfo: params(nil)}
 	case outcomeLimited:

@@ -48,6 +48,7 @@ type esResponse struct {
 	FulfillmentText     string      `json:"fulfillmentText,omitempty"`
 	FulfillmentMessages []esMessage `json:"fulfillmentMessages,omitempty"`
 	OutputContexts      []esContext `json:"outputContexts,omitempty"`
+	FollowupEventInput  *esEvent    `json:"followupEventInput,omitempty"`
 }
 
 // decodeES parses an ES webhook request and checks what the gateway needs.
@@ -143,7 +144,32 @@ func (g *Gateway) esReply(req esRequest, t turn, out outcome) esResponse {
 		resp := text(g.reply(g.cfg.CancelReply, t.lang))
 		// Lifespan 0 removes the context: the catch-all stops matching.
 		resp.OutputContexts = []esContext{{Name: ctxName, LifespanCount: 0}}
+		g.esFollowup(&resp, t, resp.FulfillmentText)
+		return resp
+	case outcomeBackToBot:
+		resp := text(out.text)
+		resp.OutputContexts = []esContext{{Name: ctxName, LifespanCount: 0}}
+		g.esFollowup(&resp, t, out.text)
 		return resp
 	}
 	return esResponse{}
+}
+
+// esEvent is an ES followupEventInput: Dialogflow matches the intent
+// with this event and answers with it.
+type esEvent struct {
+	Name         string         `json:"name"`
+	LanguageCode string         `json:"languageCode,omitempty"`
+	Parameters   map[string]any `json:"parameters,omitempty"`
+}
+
+// esFollowup hands the turn back to the bot with the configured event
+// (Config.ESFollowupEvent). Dialogflow then ignores our fulfillment text,
+// so the text travels as the event's parameter "text" for the intent's
+// response ($text, or #<EVENT>.text).
+func (g *Gateway) esFollowup(resp *esResponse, t turn, text string) {
+	if g.cfg.ESFollowupEvent == "" {
+		return
+	}
+	resp.FollowupEventInput = &esEvent{Name: g.cfg.ESFollowupEvent, LanguageCode: t.lang, Parameters: map[string]any{"text": text}}
 }

@@ -76,6 +76,10 @@ type Config struct {
 	// for ESContextLifespan turns (refreshed on every forwarded turn).
 	ESContext         string
 	ESContextLifespan int
+	// ESFollowupEvent, when set, is the followupEventInput of the first
+	// ES answer after the chat closed (and of a cancel), so the bot takes
+	// the turn; the closing text is its parameter "text".
+	ESFollowupEvent string
 	// CXHandoffTags and CXCancelTags are fulfillment tags.
 	CXHandoffTags []string
 	CXCancelTags  []string

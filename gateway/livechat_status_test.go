@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,7 +158,7 @@ func TestStatusAgentsOfflineBackToTheBotWithTheConfiguredAnswer(t *testing.T) {
 	if err := s.sim.SetFaults(livechatsim.Faults{AgentsOffline: true}); err != nil {
 		t.Fatal(err)
 	}
-	conv := "projects/acme/agent/sessions/offline-1"
+	conv := esSession // the ES turn at the end is this session's
 	chatID := s.handoff(conv, "pt-BR")
 
 	ev := s.waitFor(conv, handoff.TypeAgentsUnavailable)
@@ -191,5 +192,57 @@ func TestStatusAgentsOfflineBackToTheBotWithTheConfiguredAnswer(t *testing.T) {
 	}
 	if in := s.stored(stream.InStream, stream.InSubject(conv)); len(in) != 1 {
 		t.Errorf("the turn after going back to the bot was forwarded: %+v", in)
+	}
+	if strings.TrimSpace(string(body)) != "{}" {
+		t.Errorf("the bot's turn got an answer from the gateway: %s", body)
+	}
+}
+
+// After the agent closed the chat, Dialogflow still holds the agent
+// context (ES) and parameter (CX). The first turn after the close must
+// clear them, say the closed text and, with --es-followup-event, hand the
+// turn to the bot; before, it answered {} and the user stayed stuck.
+func TestFirstDialogflowTurnAfterTheCloseGoesBackToTheBot(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.LiveChatWebhookSecret = testWebhookSecret
+		c.ESFollowupEvent = "HANDOFF_ENDED"
+		c.Texts.Closed = texts.ByLanguage{"": "The agent left; the bot is back."}
+	})
+	ctx := context.Background()
+	for _, conv := range []string{esSession, cxSession} {
+		if _, err := e.st.UpdateConversation(ctx, conv, func(c *handoff.Conversation) error {
+			c.Mode, c.ChatID, c.CustomerID = handoff.ModeAgent, "CHAT-"+conv[len(conv)-4:], "cust"
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		body := webhookBody("chat_deactivated", testWebhookSecret, `{"chat_id":"CHAT-`+conv[len(conv)-4:]+`","thread_id":"T1","user_id":"agent@example.com"}`)
+		if code, b := e.do(request{path: "/livechat/webhook", body: body, auth: "-"}); code != 200 {
+			t.Fatalf("close: %d %s", code, b)
+		}
+	}
+	ctxName := esSession + "/contexts/live-agent"
+	code, body := e.do(request{path: "/dialogflow/es", body: esTurnBody("after-close-1", "hello?", "en")})
+	if code != 200 {
+		t.Fatalf("ES: %d %s", code, body)
+	}
+	jsonEqual(t, "first ES turn after the close", body, `{"fulfillmentText":"The agent left; the bot is back.",
+		"fulfillmentMessages":[{"text":{"text":["The agent left; the bot is back."]}}],
+		"outputContexts":[{"name":"`+ctxName+`","lifespanCount":0}],
+		"followupEventInput":{"name":"HANDOFF_ENDED","languageCode":"en","parameters":{"text":"The agent left; the bot is back."}}}`)
+	if m := e.mode(esSession); m != handoff.ModeBot {
+		t.Errorf("ES mode %s, want bot", m)
+	}
+	if code, body := e.do(request{path: "/dialogflow/es", body: esTurnBody("after-close-2", "and now?", "en")}); code != 200 || strings.TrimSpace(string(body)) != "{}" {
+		t.Errorf("the next ES turn: %d %s, want the bot's ({})", code, body)
+	}
+	code, body = e.do(request{path: "/dialogflow/cx", body: cxTurnBody("after-close-cx", "hello?", "")})
+	if code != 200 {
+		t.Fatalf("CX: %d %s", code, body)
+	}
+	jsonEqual(t, "first CX turn after the close", body, `{"fulfillmentResponse":{"messages":[{"text":{"text":["The agent left; the bot is back."]}}],"mergeBehavior":"REPLACE"},
+		"sessionInfo":{"parameters":{"live_agent":null}}}`)
+	if n := e.streamCount(); n != 0 {
+		t.Errorf("%d turns after the close were forwarded to the agent", n)
 	}
 }

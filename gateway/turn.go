@@ -52,6 +52,10 @@ const (
 	// outcomeLimited: a limit refused the turn; text tells the user, and
 	// the mode is unchanged (withAgent says which it is).
 	outcomeLimited
+	// outcomeBackToBot: the first Dialogflow turn after the agent closed
+	// the chat: the conversation is the bot's again (closed -> bot); the
+	// answer clears the agent context and says so (text).
+	outcomeBackToBot
 )
 
 type outcome struct {
@@ -172,8 +176,32 @@ func (g *Gateway) process(ctx context.Context, t turn) (outcome, error) {
 		if err := g.recordTurn(ctx, t); err != nil {
 			return outcome{}, err
 		}
+		if conv.Mode == handoff.ModeClosed && (t.channel == handoff.ChannelDialogflowES || t.channel == handoff.ChannelDialogflowCX) {
+			// Dialogflow still holds the agent context (ES) or parameter
+			// (CX) and would keep routing turns to its "agent owns this"
+			// handlers: this answer clears them, once.
+			if err := g.setModeFrom(ctx, t.conversation, handoff.ModeBot, handoff.ModeClosed); err != nil {
+				return outcome{}, err
+			}
+			return outcome{kind: outcomeBackToBot, text: g.cfg.Texts.Closed.For(t.lang)}, nil
+		}
 		return outcome{kind: outcomeBot}, nil
 	}
+}
+
+// setModeFrom moves a conversation to mode if it is in from.
+func (g *Gateway) setModeFrom(ctx context.Context, id string, mode, from handoff.Mode) error {
+	_, err := g.st.UpdateConversation(ctx, id, func(c *handoff.Conversation) error {
+		if c.Mode != from {
+			return store.ErrAbort
+		}
+		c.Mode = mode
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set conversation %s: %w", mode, err)
+	}
+	return nil
 }
 
 // requestHandoff publishes a handoff request and then marks the

@@ -68,6 +68,7 @@ func gatewayFlags(o *gatewayOptions) *flags {
 	f.String(&o.esCancelIntents, "es-cancel-intents", "HANDOFF_GATEWAY_ES_CANCEL_INTENTS", "", "ES intent display names that return to the bot")
 	f.String(&o.cfg.ESContext, "es-context", "HANDOFF_GATEWAY_ES_CONTEXT", d.ESContext, "ES output context set while an agent owns the chat")
 	f.Int(&o.cfg.ESContextLifespan, "es-context-lifespan", "HANDOFF_GATEWAY_ES_CONTEXT_LIFESPAN", d.ESContextLifespan, "lifespan (turns) of the ES context, renewed on every forwarded turn")
+	f.String(&o.cfg.ESFollowupEvent, "es-followup-event", "HANDOFF_GATEWAY_ES_FOLLOWUP_EVENT", "", "ES event (e.g. HANDOFF_ENDED) the first answer after the chat closed, or a cancel, invokes so the bot takes the turn; the closing text is its parameter text")
 	f.String(&o.cxHandoffTags, "cx-handoff-tags", "HANDOFF_GATEWAY_CX_HANDOFF_TAGS", strings.Join(d.CXHandoffTags, ","), "CX fulfillment tags that request a handoff")
 	f.String(&o.cxCancelTags, "cx-cancel-tags", "HANDOFF_GATEWAY_CX_CANCEL_TAGS", strings.Join(d.CXCancelTags, ","), "CX fulfillment tags that return to the bot")
 	f.String(&o.cfg.CXParameter, "cx-parameter", "HANDOFF_GATEWAY_CX_PARAMETER", d.CXParameter, "CX session parameter set true while an agent owns the chat")
