@@ -387,6 +387,9 @@ func (r *sweepRun) reconcile(ctx context.Context, rec handoff.Conversation, sum 
 			r.add(func(s *SweepStats) { s.Joined++ })
 		}
 	}
+	if t.Active && !joined && rec.Mode == handoff.ModeQueued && !t.CreatedAt.IsZero() && time.Since(t.CreatedAt) >= w.cfg.PickupTimeout {
+		return r.pickupTimeout(ctx, rec, t)
+	}
 	if !t.Active {
 		closed := handoff.ChatClosed{ChatID: rec.ChatID, ThreadID: t.ID, ReplyTo: rec.ReplyTo, Language: rec.Language}
 		if _, err := r.publish(ctx, handoff.TypeChatClosed, rec.ID, closed, handoff.ChatClosedID(rec.ChatID, t.ID)); err != nil {
@@ -401,6 +404,52 @@ func (r *sweepRun) reconcile(ctx context.Context, rec handoff.Conversation, sum 
 			w.log.Info("sweep: repaired a missed chat end", "conversation", rec.ID, "chat", rec.ChatID, "thread", t.ID)
 		}
 	}
+	return nil
+}
+
+// Pickup actions (Config.PickupAction).
+const (
+	PickupWait    = "wait"
+	PickupBot     = "bot"
+	PickupMessage = "message"
+)
+
+// pickupTimeout acts once per thread on a chat no agent picked up in
+// time: the user is told (agents.unavailable, reason pickup_timeout,
+// worded per language by the texts the delivery uses) and, unless the
+// action is "wait", the chat is closed and the conversation goes back to
+// the bot; with "message" the closed chat and its transcript stay in
+// LiveChat's archive for an agent to follow up.
+func (r *sweepRun) pickupTimeout(ctx context.Context, rec handoff.Conversation, t *livechat.ThreadSummary) error {
+	w := r.w
+	first, err := w.st.Remember(ctx, "pickup."+rec.ChatID+"."+t.ID, 48*time.Hour)
+	if err != nil || !first {
+		return err
+	}
+	back := w.cfg.PickupAction != PickupWait
+	if back {
+		err := r.call(ctx, "deactivate_chat", func(ctx context.Context) error {
+			return w.lc.AgentDeactivateChat(ctx, r.tok, rec.ChatID)
+		})
+		if err != nil && !livechat.IsChatInactive(err) {
+			_ = w.st.Forget(ctx, "pickup."+rec.ChatID+"."+t.ID)
+			return err
+		}
+	}
+	reason := "pickup_timeout"
+	if w.cfg.PickupAction == PickupMessage {
+		reason = "pickup_timeout_message_left"
+	}
+	ev := handoff.AgentsUnavailable{ChatID: rec.ChatID, Reason: reason, Back: back, ReplyTo: rec.ReplyTo, Language: rec.Language}
+	if _, err := r.publish(ctx, handoff.TypeAgentsUnavailable, rec.ID, ev, handoff.DerivedID("livechat", "pickup_timeout", rec.ChatID, t.ID)); err != nil {
+		return err
+	}
+	if back {
+		if _, err := w.moveMode(ctx, rec.ID, rec.ChatID, handoff.ModeClosed, handoff.ModePending, handoff.ModeQueued); err != nil {
+			return err
+		}
+	}
+	w.log.Info("sweep: pickup timeout", "conversation", rec.ID, "chat", rec.ChatID, "action", w.cfg.PickupAction)
 	return nil
 }
 

@@ -275,3 +275,47 @@ func TestSweepCostAt10000(t *testing.T) {
 		t.Errorf("steady sweep made %v calls, want about %d (a list_chats per 100 chats, a get_chat per chat with news)", stats.Calls, want)
 	}
 }
+
+// TestPickupTimeout: no agent joins; after --pickup-timeout the sweep acts
+// once, as configured: "bot" closes the chat and gives the conversation
+// back to the bot, "wait" tells the user and keeps the chat waiting.
+func TestPickupTimeout(t *testing.T) {
+	for _, action := range []string{worker.PickupBot, worker.PickupWait} {
+		t.Run(action, func(t *testing.T) {
+			e := newEnv(t)
+			cfg := testConfig()
+			cfg.SweepInterval = 500 * time.Millisecond
+			cfg.PickupTimeout = time.Second
+			cfg.PickupAction = action
+			e.startWorker(cfg)
+			e.publish(handoff.TypeHandoffRequested, conv(1), handoff.HandoffRequested{Text: "agent please"})
+			e.waitDrained(20 * time.Second)
+			rec := e.waitMode(conv(1), handoff.ModeQueued, 10*time.Second)
+			deadline := time.Now().Add(15 * time.Second)
+			for len(e.outEvents(conv(1))) == 0 && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			time.Sleep(4 * cfg.SweepInterval) // more sweeps: it fires once
+			evs := e.outEvents(conv(1))
+			if len(evs) != 1 || evs[0].Type != handoff.TypeAgentsUnavailable {
+				t.Fatalf("reverse events = %+v, want one agents.unavailable", evs)
+			}
+			var u handoff.AgentsUnavailable
+			if err := json.Unmarshal(evs[0].Data, &u); err != nil || u.Reason != "pickup_timeout" || u.Back != (action == worker.PickupBot) {
+				t.Errorf("agents.unavailable = %+v, %v", u, err)
+			}
+			active := e.chatOf(conv(1)).Active
+			after, _ := e.st.Conversation(context.Background(), conv(1))
+			switch action {
+			case worker.PickupBot:
+				if after.Mode != handoff.ModeClosed || active {
+					t.Errorf("after the timeout: mode %s, chat active %v; want closed and the chat ended", after.Mode, active)
+				}
+			case worker.PickupWait:
+				if after.Mode != handoff.ModeQueued || !active || after.ChatID != rec.ChatID {
+					t.Errorf("after the timeout: mode %s, chat active %v; want still queued in the same chat", after.Mode, active)
+				}
+			}
+		})
+	}
+}

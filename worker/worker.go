@@ -77,6 +77,14 @@ type Config struct {
 	// SweepInterval is how often the reconciliation sweep runs (on one
 	// worker at a time; also right after start). See sweep.go.
 	SweepInterval time.Duration
+	// PickupTimeout is how long a chat may wait with no agent before the
+	// sweep gives up on it; PickupAction says what happens then: "wait"
+	// (the user is told and keeps waiting), "bot" (the chat is closed and
+	// the bot has the user again) or "message" (the chat is closed and
+	// stays in LiveChat's archive with its transcript, as a message an
+	// agent follows up).
+	PickupTimeout time.Duration
+	PickupAction  string
 }
 
 // DefaultConfig returns the defaults documented in README.md.
@@ -99,6 +107,8 @@ func DefaultConfig() Config {
 		BreakerOpenFor:    5 * time.Second,
 		StatsInterval:     5 * time.Second,
 		SweepInterval:     30 * time.Second,
+		PickupTimeout:     3 * time.Minute,
+		PickupAction:      PickupWait,
 	}
 }
 
@@ -117,6 +127,10 @@ func (c Config) withDefaults() Config {
 	positive(&c.BreakerOpenFor, d.BreakerOpenFor)
 	positive(&c.StatsInterval, d.StatsInterval)
 	positive(&c.SweepInterval, d.SweepInterval)
+	positive(&c.PickupTimeout, d.PickupTimeout)
+	if c.PickupAction == "" {
+		c.PickupAction = d.PickupAction
+	}
 	if c.Stream.AckWait <= 0 {
 		c.Stream = d.Stream
 	}
