@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -152,9 +153,38 @@ func decodeJSON(body []byte, v any, allowEmpty bool) error {
 		case errors.As(err, &se):
 			return badRequest("malformed JSON at byte %d: %v", se.Offset, se)
 		case errors.As(err, &te):
-			return badRequest("field %q: want %s, got JSON %s", te.Field, te.Type, te.Value)
+			// In the request's own terms: JSON kinds, never Go types.
+			field := te.Field
+			if field == "" {
+				return badRequest("the body must be a JSON %s, got JSON %s", jsonKind(te.Type), te.Value)
+			}
+			return badRequest("field %q must be a JSON %s, got JSON %s", field, jsonKind(te.Type), te.Value)
 		}
 		return badRequest("malformed JSON: %v", err)
 	}
 	return nil
+}
+
+// jsonKind names the JSON kind a Go type decodes from.
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "value"
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return "number"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	case reflect.Struct, reflect.Map:
+		return "object"
+	}
+	return "value"
 }

@@ -246,3 +246,20 @@ func TestFirstDialogflowTurnAfterTheCloseGoesBackToTheBot(t *testing.T) {
 		t.Errorf("%d turns after the close were forwarded to the agent", n)
 	}
 }
+
+// A 400 names the field in the request's JSON terms; it quoted Go types
+// before ("want struct { QueryText string ...").
+func TestBadRequestReasonsSpeakJSONNotGo(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, r := range []request{
+		{path: "/dialogflow/es", body: `{"session":"projects/p/agent/sessions/s","queryResult":"hello"}`},
+		{path: "/dialogflow/cx", body: `{"sessionInfo":{"session":"projects/p/locations/l/agents/a/sessions/s"},"text":["x"]}`},
+		{path: "/dialogflow/es", body: `[1,2]`},
+	} {
+		code, body := e.do(r)
+		if code != 400 || strings.Contains(string(body), "struct") || strings.Contains(string(body), "gateway.") ||
+			strings.Contains(string(body), "publisher.") || !strings.Contains(string(body), "must be a JSON") {
+			t.Errorf("%s %s: %d %s", r.path, r.body, code, body)
+		}
+	}
+}
