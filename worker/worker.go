@@ -239,6 +239,9 @@ func (w *Worker) Run(ctx context.Context) error {
 // custom_ids before it sends: the error alone (a 429, a CAS conflict) says
 // nothing about what went through before it.
 func (w *Worker) handle(ctx context.Context, d *ordered.Delivery) error {
+	if testHookHandle != nil {
+		testHookHandle(d)
+	}
 	var a attemptCalls
 	err := w.apply(context.WithValue(ctx, attemptKey{}, &a), d, d.Event, d.Payload, d.Uncertain())
 	if err != nil && a.made.Load() {
@@ -258,6 +261,10 @@ type afterCallsError struct{ err error }
 
 func (e *afterCallsError) Error() string { return e.err.Error() }
 func (e *afterCallsError) Unwrap() error { return e.err }
+
+// testHookHandle, when set by a test, runs before each attempt: it is how
+// the tests make the apply path panic. Always nil in the binary.
+var testHookHandle func(*ordered.Delivery)
 
 // conversationStats reads the conversations per mode from the store: a
 // fleet-wide figure, so it is the worker's and not the consumer's.

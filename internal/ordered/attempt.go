@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime/debug"
 	"time"
 
 	"github.com/handoff-dev/handoff"
@@ -84,7 +85,7 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 	}
 	for attempt := 1; ; attempt++ {
 		d.Attempt = attempt
-		err = c.h.Handle(ctx, d)
+		err = c.handle(ctx, d, typ)
 		var v Verdict
 		if err != nil {
 			v = c.verdict(err)
@@ -125,7 +126,11 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 			c.m.observe(typ, "retried", start)
 			return false
 		case attempt >= c.cfg.MaxAttempts:
-			c.deadLetter(ctx, it, ev, "retries_exhausted", fmt.Errorf("%d attempts, last: %w", attempt, err))
+			reason := "retries_exhausted"
+			if v.Reason == reasonPanic {
+				reason = reasonPanic
+			}
+			c.deadLetter(ctx, it, ev, reason, fmt.Errorf("%d attempts, last: %w", attempt, err))
 			c.m.observe(typ, "dead_lettered", start)
 			return false
 		}
@@ -137,6 +142,36 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 		case <-ctx.Done():
 		}
 	}
+}
+
+// reasonPanic labels a handler panic: a transient failure that spends the
+// budget, so a poison event ends as a dead letter instead of crashing every
+// process it is redelivered to.
+const reasonPanic = "panic"
+
+// panicError is a recovered handler panic.
+type panicError struct{ value any }
+
+func (p *panicError) Error() string { return fmt.Sprintf("handler panicked: %v", p.value) }
+
+// handle runs the handler, turning a panic into a panicError. The stack is
+// logged on the first attempt of a delivery only, so a poison event does
+// not flood the log.
+func (c *Consumer) handle(ctx context.Context, d *Delivery, typ string) (err error) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		err = &panicError{value: r}
+		c.m.events.WithLabelValues(typ, reasonPanic).Inc()
+		if d.Attempt == 1 {
+			c.log.Error("handler panicked", "conversation", d.Key, "event", d.Event.ID, "seq", d.Pos.Seq, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			return
+		}
+		c.log.Error("handler panicked again", "conversation", d.Key, "event", d.Event.ID, "attempt", d.Attempt, "panic", fmt.Sprint(r))
+	}()
+	return c.h.Handle(ctx, d)
 }
 
 // decode reads the envelope and its payload; an event that fails either

@@ -95,7 +95,11 @@ func Skip(reason string) error {
 // sentinels first, then the direction's Classifier, then a fallback.
 func (c *Consumer) verdict(err error) Verdict {
 	var ce *classed
+	var pe *panicError
 	switch {
+	case errors.As(err, &pe):
+		// It may have panicked after a side effect: look before acting.
+		return Verdict{Class: ClassTransient, Reason: reasonPanic, Uncertain: true}
 	case errors.As(err, &ce):
 		return Verdict{Class: ce.class, Reason: ce.reason}
 	case errors.Is(err, ErrDuplicate):

@@ -30,7 +30,7 @@ func newMetrics(reg prometheus.Registerer, subsystem, streamName string) (*metri
 	}
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts(opts("events_total",
-			"Events taken from "+streamName+", by type and outcome (applied, duplicate, skipped, deferred, retried, dead_lettered).")),
+			"Events taken from "+streamName+", by type and outcome (applied, duplicate, skipped, deferred, retried, dead_lettered; panic counts each attempt whose handler panicked).")),
 			[]string{"type", "outcome"}),
 		duration: prometheus.NewHistogramVec(hist("event_duration_seconds",
 			"Time from taking an event to its outcome, including retries.",

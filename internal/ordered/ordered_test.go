@@ -332,6 +332,14 @@ func TestFailureClasses(t *testing.T) {
 			wantOutcome: "skipped",
 		},
 		{
+			name:        "a panic spends the budget, then is dead-lettered as panic",
+			fail:        func(int) error { panic("nil map in the handler") },
+			wantCalls:   3,
+			wantDLQ:     "panic",
+			wantOutcome: "panic",
+			wantRetries: "panic",
+		},
+		{
 			name:        "the classifier names its own errors",
 			fail:        func(int) error { return fmt.Errorf("post: %w", errCustom) },
 			wantCalls:   1,
