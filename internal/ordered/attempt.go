@@ -80,7 +80,7 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 		Stored:    it.stored,
 		Header:    it.msg.Headers(),
 		it:        it,
-		ackWait:   c.cfg.AckWait,
+		mayAct:    c.mayAct,
 		uncertain: it.delivered > 1 || it.msg.Headers().Get(HeaderReplay) != "",
 	}
 	for attempt := 1; ; attempt++ {
@@ -264,6 +264,19 @@ func (c *Consumer) confirm(ctx context.Context, it *item, kind string, send func
 // heartbeat that reached a connected client. Past that, JetStream may
 // redeliver it.
 func (c *Consumer) leaseHolds(it *item) bool { return it.leaseAge() <= c.cfg.AckWait/2 }
+
+// reconnects counts the connection's reconnects, the epoch of every lease
+// taken on it.
+func (c *Consumer) reconnects() uint64 { return c.js.Conn().Stats().Reconnects }
+
+// mayAct says whether a side effect may start for it: the lease holds, and
+// the connection it was delivered on has not been lost since. Acks and
+// hand-backs of an event whose effect happened are still sent (leaseHolds),
+// since they only tell the server what is true.
+func (c *Consumer) mayAct(it *item) bool {
+	nc := c.js.Conn()
+	return c.leaseHolds(it) && nc.IsConnected() && nc.Stats().Reconnects == it.conn
+}
 
 func sleepCtx(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)

@@ -275,6 +275,12 @@ type item struct {
 	// the message (delivery or a heartbeat on a connected client).
 	mu    sync.Mutex
 	lease time.Time
+	// conn is the connection's reconnect count at delivery. A lease does
+	// not survive a reconnect: a restarted server, or a new consumer
+	// leader, rebuilds its pending list from stored delivery times that
+	// our InProgress heartbeats never updated, and redelivers held
+	// messages about a second after it comes back, to any process.
+	conn uint64
 }
 
 func (it *item) leaseAge() time.Duration {
@@ -321,7 +327,7 @@ func (c *Consumer) dispatch(ctx context.Context, msg jetstream.Msg, release func
 		return
 	}
 	it := &item{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, stored: md.Timestamp, subject: msg.Subject(),
-		release: release, lease: time.Now()}
+		release: release, lease: time.Now(), conn: c.reconnects()}
 	c.mu.Lock()
 	c.held[it.seq] = it
 	q, running := c.convs[it.subject]

@@ -41,7 +41,7 @@ type Delivery struct {
 	Header  nats.Header
 
 	it        *item
-	ackWait   time.Duration
+	mayAct    func(*item) bool
 	uncertain bool
 }
 
@@ -51,10 +51,12 @@ type Delivery struct {
 func (d *Delivery) Uncertain() bool { return d.uncertain }
 
 // CheckLease returns ErrLeaseLost when the process has not proved it holds
-// the message for half the ack wait: past that, JetStream may give it to
-// another process. Call it before each side effect.
+// the message for half the ack wait (past that, JetStream may give it to
+// another process), or when the connection it came on was lost since (a
+// restarted server or a new leader may already have given it to another
+// process). Call it before each side effect.
 func (d *Delivery) CheckLease() error {
-	if d.it != nil && d.it.leaseAge() > d.ackWait/2 {
+	if d.it != nil && d.mayAct != nil && !d.mayAct(d.it) {
 		return ErrLeaseLost
 	}
 	return nil

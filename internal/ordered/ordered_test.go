@@ -500,3 +500,46 @@ func TestNewRequiresNames(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaseDoesNotSurviveAReconnect: a restarted server rebuilds its
+// pending list from delivery times our heartbeats never updated and hands
+// held messages to another process about a second later, well inside the
+// ack wait. An event held across the restart must not start a side effect
+// on its old delivery: CheckLease fails, the event goes back, and its next
+// delivery is applied once.
+func TestLeaseDoesNotSurviveAReconnect(t *testing.T) {
+	e := newEnv(t)
+	started := make(chan struct{})
+	restarted := make(chan struct{})
+	var leaseAfter error
+	h := newRecorder(func(d *ordered.Delivery, call int) error {
+		if call > 1 {
+			return d.CheckLease()
+		}
+		close(started)
+		<-restarted
+		leaseAfter = d.CheckLease()
+		return leaseAfter
+	})
+	e.start(testConfig(), h)
+	const conv = "lease-across-restart"
+	ev := e.publish(conv, "held across a restart")
+	select {
+	case <-started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the event never reached the handler")
+	}
+	e.nats.Stop()
+	e.nats.Start()
+	// The consumer's connection reconnects on its own; wait until it has.
+	waitFor(t, 30*time.Second, "publisher reconnected", func() bool { return e.js.Conn().IsConnected() })
+	time.Sleep(time.Second) // at least one reconnect attempt interval of the consumer's connection
+	close(restarted)
+	waitFor(t, 60*time.Second, "event applied after the restart", func() bool { return len(h.appliedOf(conv)) == 1 })
+	if !errors.Is(leaseAfter, ordered.ErrLeaseLost) {
+		t.Errorf("CheckLease on a delivery taken before the restart = %v, want ErrLeaseLost", leaseAfter)
+	}
+	if got := h.appliedOf(conv); len(got) != 1 || got[0] != ev.ID {
+		t.Errorf("applied %v, want [%s] once", got, ev.ID)
+	}
+}
