@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/handoff-dev/handoff"
 	"github.com/handoff-dev/handoff/internal/testenv"
 )
 
@@ -206,10 +207,15 @@ func TestDevNothingInstalled(t *testing.T) {
 	w.post(w.gw+"/v1/conversations/demo-1/handoff", `{"customer":{"name":"Ana"},"text":"agent"}`)
 	w.post(w.gw+"/v1/conversations/demo-1/messages", `{"text":"my order is late"}`)
 	chatID := w.chatWith("my order is late")
+	// The user's page follows the conversation's event stream, as the
+	// README's walkthrough does with curl -N.
+	events := testenv.OpenSSE(t, w.gw+"/v1/conversations/demo-1/events", "", nil)
 	w.post(w.sim+"/_sim/chats/"+chatID+"/agent_message", `{"text":"Hi, I am Tom"}`)
 	w.waitMode("demo-1", "agent")
+	w.streamed(events, handoff.TypeMessageAgent, "Hi, I am Tom")
 	w.post(w.sim+"/_sim/chats/"+chatID+"/close", `{}`)
 	closed := w.waitMode("demo-1", "closed") // the bot answers again
+	w.streamed(events, handoff.TypeChatClosed, "")
 	stop()
 
 	if _, err := os.Stat(filepath.Join(work, ".handoff")); err != nil {
@@ -228,6 +234,22 @@ type walkthrough struct {
 	t        *testing.T
 	gw, sim  string
 	deadline time.Time
+}
+
+// streamed reads the event stream until an event of type typ whose data
+// holds text arrives, and fails the test if the stream ends or stalls.
+func (w walkthrough) streamed(c *testenv.SSEClient, typ handoff.EventType, text string) {
+	w.t.Helper()
+	for {
+		se := c.Next(time.Until(w.deadline))
+		ev, err := handoff.UnmarshalEvent([]byte(se.Data))
+		if err != nil || se.Type != string(ev.Type) {
+			w.t.Fatalf("event stream sent %+v: %v", se, err)
+		}
+		if ev.Type == typ && strings.Contains(string(ev.Data), text) {
+			return
+		}
+	}
 }
 
 func (w walkthrough) post(url, body string) {
