@@ -30,7 +30,7 @@ func TestRedisClusterFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	testFailover(t, s, func() string {
+	testFailover(t, s, c.WaitReplicated, func() string {
 		victim := c.Masters()[0]
 		c.Kill(victim)
 		return victim
@@ -49,15 +49,15 @@ func TestRedisSentinelFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	testFailover(t, s, sn.KillMaster)
+	testFailover(t, s, sn.WaitReplicated, sn.KillMaster)
 }
 
-// testFailover writes every conversation once, kills a master, then
-// writes every conversation again until each write has succeeded, as a
-// worker's redeliveries would. Each write sets LastSeq to its round only
+// testFailover writes every conversation once, waits for replication,
+// kills a master, then writes every conversation again until each write
+// has succeeded, as a worker's redeliveries would. Each write sets LastSeq to its round only
 // if the record holds the round before (the worker's fencing), so a write
 // lost or doubled shows in the final LastSeq.
-func testFailover(t *testing.T, s store.Store, kill func() string) {
+func testFailover(t *testing.T, s store.Store, replicated func(time.Duration), kill func() string) {
 	const convs = 30
 	ctx := t.Context()
 	write := func(ctx context.Context, id string, round int64) error {
@@ -82,10 +82,10 @@ func testFailover(t *testing.T, s store.Store, kill func() string) {
 			t.Fatal(err)
 		}
 	}
-	// Replication is asynchronous: give the replicas the first round
-	// before the kill, so what is tested is the client, not Redis' own
-	// window of loss.
-	time.Sleep(500 * time.Millisecond)
+	// Replication is asynchronous: wait until the replicas have the first
+	// round before the kill, so what is tested is the client, not Redis'
+	// own window of loss (a fixed pause lost a write on a loaded machine).
+	replicated(30 * time.Second)
 
 	victim := kill()
 	killed := time.Now()

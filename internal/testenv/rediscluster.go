@@ -424,3 +424,79 @@ func (s *RedisSentinel) RestartStopped() {
 		}
 	}
 }
+
+// WaitReplicated waits until every replica of every running master has
+// acknowledged all the master's writes so far (its offset equals the
+// master's), failing the test after limit. Replication is asynchronous:
+// a test that kills a master to test the client, not Redis' own window of
+// loss, calls it before the kill.
+func (c *RedisCluster) WaitReplicated(limit time.Duration) {
+	c.t.Helper()
+	var ports []int
+	for _, n := range c.liveNodes() {
+		ports = append(ports, n.port)
+	}
+	waitReplicated(c.t, ports, limit)
+}
+
+// WaitReplicated is RedisCluster.WaitReplicated for the sentinel's master.
+func (s *RedisSentinel) WaitReplicated(limit time.Duration) {
+	s.t.Helper()
+	s.mu.Lock()
+	var ports []int
+	for _, n := range s.servers {
+		if n.cmd != nil {
+			ports = append(ports, n.port)
+		}
+	}
+	s.mu.Unlock()
+	waitReplicated(s.t, ports, limit)
+}
+
+// waitReplicated polls INFO replication on every master among ports until
+// each of its replicas reports the master's offset. Replicas acknowledge
+// about once a second, so this takes up to a second or two.
+func waitReplicated(t testing.TB, ports []int, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		lagging := ""
+		for _, port := range ports {
+			out, err := redisCLI(port, "info", "replication")
+			if err != nil {
+				lagging = err.Error()
+				break
+			}
+			if !strings.Contains(out, "role:master") {
+				continue
+			}
+			var offset string
+			var replicas []string
+			for line := range strings.SplitSeq(out, "\n") {
+				line = strings.TrimSpace(line)
+				if v, ok := strings.CutPrefix(line, "master_repl_offset:"); ok {
+					offset = v
+				}
+				if strings.HasPrefix(line, "slave") && strings.Contains(line, "offset=") {
+					replicas = append(replicas, line)
+				}
+			}
+			if len(replicas) == 0 {
+				lagging = fmt.Sprintf("master on port %d has no replica", port)
+				break
+			}
+			for _, r := range replicas {
+				if !strings.Contains(r+",", ",offset="+offset+",") {
+					lagging = fmt.Sprintf("master on port %d at offset %s, replica %s", port, offset, r)
+				}
+			}
+		}
+		if lagging == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: Redis replicas not caught up after %v: %s", limit, lagging)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
