@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -363,7 +362,7 @@ func (r *Redis) update(ctx context.Context, id string, first *handoff.Conversati
 		if attempt+1 >= r.maxUpdateRetries {
 			return handoff.Conversation{}, fmt.Errorf("store: %s: version %d changed %d times: %w", op, cur.Version, attempt+1, ErrConflict)
 		}
-		if err := sleep(ctx, backoff(attempt)); err != nil {
+		if err := WaitAfterConflict(ctx, attempt); err != nil {
 			// The caller's deadline ran out between attempts; Redis was
 			// answering, so this is not ErrUnavailable.
 			return handoff.Conversation{}, fmt.Errorf("store: %s: waiting to retry after a conflict: %w", op, err)
@@ -445,24 +444,6 @@ func (r *Redis) ConversationsInMode(ctx context.Context, m handoff.Mode) ([]stri
 		return nil, fail("list conversations in mode "+string(m), err)
 	}
 	return ids, nil
-}
-
-// backoff is a full-jitter exponential delay (1ms doubling, capped at 50ms):
-// writers that lost a race spread out instead of colliding again.
-func backoff(attempt int) time.Duration {
-	d := time.Millisecond << min(attempt, 6)
-	return mrand.N(min(d, 50*time.Millisecond)) + time.Millisecond
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // ConversationByChat implements Store. The index is only a hint: the record

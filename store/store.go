@@ -11,6 +11,7 @@ package store
 import (
 	"context"
 	"errors"
+	mrand "math/rand/v2"
 	"time"
 
 	"github.com/handoff-dev/handoff"
@@ -126,4 +127,21 @@ type Store interface {
 	Ping(ctx context.Context) error
 	// Close releases the backend's connections.
 	Close() error
+}
+
+// WaitAfterConflict waits before attempt n+1 of a compare-and-swap that
+// lost a race: a full-jitter exponential delay (1 ms doubling, capped at
+// 50 ms), so writers that collided spread out instead of colliding again.
+// Every backend's update loop uses it. It returns ctx's error if ctx ends
+// first.
+func WaitAfterConflict(ctx context.Context, attempt int) error {
+	d := time.Millisecond << min(attempt, 6)
+	t := time.NewTimer(mrand.N(min(d, 50*time.Millisecond)) + time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

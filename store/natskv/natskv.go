@@ -78,7 +78,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	mrand "math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -500,7 +499,7 @@ func (s *Store) update(ctx context.Context, id string, first *handoff.Conversati
 		if attempt+1 >= s.maxUpdateRetries {
 			return handoff.Conversation{}, fmt.Errorf("store: %s: version %d changed %d times: %w", op, cur.Version, attempt+1, store.ErrConflict)
 		}
-		if err := sleep(ctx, backoff(attempt)); err != nil {
+		if err := store.WaitAfterConflict(ctx, attempt); err != nil {
 			return handoff.Conversation{}, fmt.Errorf("store: %s: waiting to retry after a conflict: %w", op, err)
 		}
 	}
@@ -610,24 +609,6 @@ func (s *Store) ConversationsInMode(ctx context.Context, m handoff.Mode) ([]stri
 	return out, nil
 }
 
-// backoff is a full-jitter exponential delay (1ms doubling, capped at 50ms):
-// writers that lost a race spread out instead of colliding again.
-func backoff(attempt int) time.Duration {
-	d := time.Millisecond << min(attempt, 6)
-	return mrand.N(min(d, 50*time.Millisecond)) + time.Millisecond
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // ConversationByChat implements store.Store. The index is only a hint: the
 // record it names must still carry chatID.
 func (s *Store) ConversationByChat(ctx context.Context, chatID string) (string, error) {
@@ -687,7 +668,7 @@ func (s *Store) AppendTurn(ctx context.Context, id string, e handoff.TranscriptE
 		if attempt+1 >= s.maxUpdateRetries {
 			return fmt.Errorf("store: %s: changed %d times: %w", op, attempt+1, store.ErrConflict)
 		}
-		if err := sleep(ctx, backoff(attempt)); err != nil {
+		if err := store.WaitAfterConflict(ctx, attempt); err != nil {
 			return fmt.Errorf("store: %s: waiting to retry after a conflict: %w", op, err)
 		}
 	}
