@@ -94,7 +94,6 @@ func TestDialogflowES(t *testing.T) {
 			events: []wantEvent{{
 				id: deriveID("dialogflow-es", esSession, "r-1"), typ: handoff.TypeHandoffRequested,
 				data: `{"customer":{"name":"Ana Souza","email":"ana@example.com"},
-				"transcript":[{"author":"user","text":"I want to talk to an agent",` + at + `},{"author":"bot","text":"Connecting you to an agent",` + at + `}],
 				"reason":"live_agent_handoff","language":"en",
 				"reply_to":{"channel":"dialogflow-es","address":"` + esSession + `"},"text":"I want to talk to an agent"}`,
 			}},
@@ -114,8 +113,7 @@ func TestDialogflowES(t *testing.T) {
 			conv: "projects/your-agents-project-id/agent/sessions/88d13aa8-2999-4f71-b233-39cbf3a824a0",
 			events: []wantEvent{{
 				id: deriveID("dialogflow-es", "projects/your-agents-project-id/agent/sessions/88d13aa8-2999-4f71-b233-39cbf3a824a0", "ea3d77e8-ae27-41a4-9e1d-174bd461b68c"), typ: handoff.TypeHandoffRequested,
-				data: `{"transcript":[{"author":"user","text":"user's original query to your agent",` + at + `},{"author":"bot","text":"Text defined in Dialogflow's console for the intent that was matched",` + at + `}],
-				"group":7,"reason":"intent","language":"en",
+				data: `{"group":7,"reason":"intent","language":"en",
 				"reply_to":{"channel":"dialogflow-es","address":"projects/your-agents-project-id/agent/sessions/88d13aa8-2999-4f71-b233-39cbf3a824a0"},"text":"user's original query to your agent"}`,
 			}},
 			mode: handoff.ModePending,
@@ -136,8 +134,7 @@ func TestDialogflowES(t *testing.T) {
 			events: []wantEvent{{
 				id: deriveID("dialogflow-es", esSample, "r-2"), typ: handoff.TypeHandoffRequested,
 				data: `{"transcript":[
-					{"author":"user","text":"what is your name?",` + at + `},{"author":"bot","text":"My name is Dialogflow!",` + at + `},
-					{"author":"user","text":"Can I talk to a HUMAN?",` + at + `},{"author":"bot","text":"Sorry, I did not get that.",` + at + `}],
+					{"author":"user","text":"what is your name?",` + at + `},{"author":"bot","text":"My name is Dialogflow!",` + at + `}],
 				"reason":"phrase","language":"en","reply_to":{"channel":"dialogflow-es","address":"` + esSample + `"},"text":"Can I talk to a HUMAN?"}`,
 			}},
 			mode: handoff.ModePending,
@@ -235,7 +232,6 @@ func TestDialogflowCX(t *testing.T) {
 			events: []wantEvent{{
 				id: deriveID("dialogflow-cx", cxSession, "d-1"), typ: handoff.TypeHandoffRequested,
 				data: `{"customer":{"name":"Ana Souza","email":"ana@example.com"},
-				"transcript":[{"author":"user","text":"talk to a human please",` + at + `}],
 				"reason":"billing","language":"en","reply_to":{"channel":"dialogflow-cx","address":"` + cxSession + `"},"text":"talk to a human please"}`,
 			}},
 			mode: handoff.ModePending,
@@ -257,7 +253,6 @@ func TestDialogflowCX(t *testing.T) {
 			events: []wantEvent{{
 				typ: handoff.TypeHandoffRequested,
 				data: `{"customer":{"name":"Ana","email":"ana@example.com"},
-				"transcript":[{"author":"user","text":"Preciso de ajuda com a fatura",` + at + `},{"author":"bot","text":"Um momento",` + at + `}],
 				"group":3,"reason":"tag","language":"pt-BR","reply_to":{"channel":"dialogflow-cx","address":"` + cxSession + `"},"text":"Preciso de ajuda com a fatura"}`,
 			}},
 			mode: handoff.ModePending,
@@ -320,8 +315,7 @@ func TestGoogleChat(t *testing.T) {
 			conv:   "spaces/AAAAx",
 			events: []wantEvent{{
 				id: deriveID("google-chat", "spaces/AAAAx", "spaces/AAAAx/messages/m1"), typ: handoff.TypeHandoffRequested,
-				data: `{` + anaCustomer + `,"transcript":[{"author":"user","text":"talk to an agent",` + at + `}],
-				"reason":"phrase","reply_to":{"channel":"google-chat","address":"spaces/AAAAx"},"text":"talk to an agent"}`,
+				data: `{` + anaCustomer + `,"reason":"phrase","reply_to":{"channel":"google-chat","address":"spaces/AAAAx"},"text":"talk to an agent"}`,
 			}},
 			mode: handoff.ModePending,
 		},
@@ -332,9 +326,8 @@ func TestGoogleChat(t *testing.T) {
 			body:   `{"text":"` + handoffReply + `","thread":{"name":"` + roomThread + `"}}`,
 			conv:   roomThread,
 			events: []wantEvent{{
-				typ: handoff.TypeHandoffRequested,
-				data: `{` + samCustomer + `,"transcript":[{"author":"user","text":"can I talk to a human",` + at + `}],
-				"reason":"phrase","reply_to":{"channel":"google-chat","address":"` + roomThread + `"},"text":"can I talk to a human"}`,
+				typ:  handoff.TypeHandoffRequested,
+				data: `{` + samCustomer + `,"reason":"phrase","reply_to":{"channel":"google-chat","address":"` + roomThread + `"},"text":"can I talk to a human"}`,
 			}},
 			mode: handoff.ModePending,
 		},
@@ -382,9 +375,8 @@ func TestGoogleChat(t *testing.T) {
 			body:   `{"hostAppDataAction":{"chatDataAction":{"createMessageAction":{"message":{"text":"` + handoffReply + `"}}}}}`,
 			conv:   "spaces/AAAAdmSpace1",
 			events: []wantEvent{{
-				typ: handoff.TypeHandoffRequested,
-				data: `{"customer":{"name":"Jane Doe","email":"jane@example.com"},"transcript":[{"author":"user","text":"talk to an agent",` + at + `}],
-				"reason":"phrase","language":"en","reply_to":{"channel":"google-chat","address":"spaces/AAAAdmSpace1"},"text":"talk to an agent"}`,
+				typ:  handoff.TypeHandoffRequested,
+				data: `{"customer":{"name":"Jane Doe","email":"jane@example.com"},"reason":"phrase","language":"en","reply_to":{"channel":"google-chat","address":"spaces/AAAAdmSpace1"},"text":"talk to an agent"}`,
 			}},
 			mode: handoff.ModePending,
 		},

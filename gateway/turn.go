@@ -173,17 +173,24 @@ func (g *Gateway) process(ctx context.Context, t turn) (outcome, error) {
 		return outcome{kind: outcomeHandoff, receipt: rcpt, eventID: id}, nil
 
 	default:
-		if err := g.recordTurn(ctx, t); err != nil {
-			return outcome{}, err
-		}
 		if conv.Mode == handoff.ModeClosed && (t.channel == handoff.ChannelDialogflowES || t.channel == handoff.ChannelDialogflowCX) {
 			// Dialogflow still holds the agent context (ES) or parameter
 			// (CX) and would keep routing turns to its "agent owns this"
-			// handlers: this answer clears them, once.
+			// handlers: this answer clears them, once. The user sees the
+			// closed text instead of the intent's reply, so that is what
+			// the transcript keeps.
+			closed := g.cfg.Texts.Closed.For(t.lang)
+			t.botText = []string{closed}
+			if err := g.recordTurn(ctx, t); err != nil {
+				return outcome{}, err
+			}
 			if err := g.setModeFrom(ctx, t.conversation, handoff.ModeBot, handoff.ModeClosed); err != nil {
 				return outcome{}, err
 			}
-			return outcome{kind: outcomeBackToBot, text: g.cfg.Texts.Closed.For(t.lang)}, nil
+			return outcome{kind: outcomeBackToBot, text: closed}, nil
+		}
+		if err := g.recordTurn(ctx, t); err != nil {
+			return outcome{}, err
 		}
 		return outcome{kind: outcomeBot}, nil
 	}
@@ -264,8 +271,12 @@ func (g *Gateway) timed(ctx context.Context, publish func(context.Context) (publ
 	return rcpt, err
 }
 
-// transcript is what the agent sees when the chat opens: the turns the
-// gateway recorded for this conversation, then the current one.
+// transcript is what the agent sees when the chat opens, before the
+// handoff's text: the turns the gateway recorded for this conversation.
+// Nothing of the current turn: the user's words are the handoff's text,
+// which the worker sends after the transcript (as a line too, the agent
+// would read them twice), and the bot's reply for this turn is the one the
+// gateway replaces with its handoff reply, so the user never saw it.
 func (g *Gateway) transcript(ctx context.Context, t turn) ([]handoff.TranscriptEntry, error) {
 	var out []handoff.TranscriptEntry
 	if g.cfg.TranscriptTurns > 0 {
@@ -275,7 +286,6 @@ func (g *Gateway) transcript(ctx context.Context, t turn) ([]handoff.TranscriptE
 		}
 		out = append(out, turns...)
 	}
-	out = append(out, t.entries(g.now())...)
 	if n := len(out) - handoff.MaxTranscriptLen; n > 0 {
 		out = out[n:]
 	}

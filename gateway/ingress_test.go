@@ -1,0 +1,95 @@
+package gateway
+
+import (
+	"testing"
+
+	"github.com/handoff-dev/handoff"
+)
+
+// handoffData reads the one handoff.requested event of a conversation.
+func (e *env) handoffData(conv string) handoff.HandoffRequested {
+	e.t.Helper()
+	var out []handoff.HandoffRequested
+	for _, ev := range e.events(conv) {
+		if ev.Type != handoff.TypeHandoffRequested {
+			continue
+		}
+		p, err := ev.Payload()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		out = append(out, *p.(*handoff.HandoffRequested))
+	}
+	if len(out) != 1 {
+		e.t.Fatalf("%d handoff.requested events on %s, want 1", len(out), conv)
+	}
+	return out[0]
+}
+
+// The agent sees the transcript lines and then the handoff text; the
+// user's words on the handoff turn were in both, so the agent read them
+// twice. Seen failing before the fix: the transcript ended with
+// {user "I want to talk to an agent"} and the text was the same words.
+func TestHandoffTextReachesTheAgentOnce(t *testing.T) {
+	for _, tc := range []struct{ name, path, body, conv string }{
+		{"ES", "/dialogflow/es", esHandoff, esSession},
+		{"CX", "/dialogflow/cx", cxHandoff, cxSession},
+		{"Google Chat", "/google-chat", chatDM, "spaces/AAAAx"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			if code, b := e.do(request{path: tc.path, body: tc.body}); code != 200 {
+				t.Fatalf("%d %s", code, b)
+			}
+			h := e.handoffData(tc.conv)
+			if h.Text == "" {
+				t.Fatal("the handoff carries no text")
+			}
+			for _, l := range h.Transcript {
+				if l.Author == handoff.AuthorUser && l.Text == h.Text {
+					t.Errorf("the handoff text %q is also a transcript line: the agent reads it twice", h.Text)
+				}
+			}
+		})
+	}
+}
+
+// The transcript holds only bot lines the user saw. On the handoff turn
+// the gateway answers with its own reply, and on the first turn after a
+// close with the closed text: the intent's own reply of those turns never
+// reached the user. Seen failing before the fix: the transcript carried
+// {bot "Connecting you to an agent"} and {bot "Bot says hi"}.
+func TestTranscriptHoldsOnlyBotLinesTheUserSaw(t *testing.T) {
+	t.Run("handoff turn", func(t *testing.T) {
+		e := newEnv(t, nil)
+		if code, b := e.do(request{path: "/dialogflow/es", body: esHandoff}); code != 200 {
+			t.Fatalf("%d %s", code, b)
+		}
+		for _, l := range e.handoffData(esSession).Transcript {
+			if l.Author == handoff.AuthorBot {
+				t.Errorf("transcript line %q: the user never saw it (the gateway answered %q)", l.Text, handoffReply)
+			}
+		}
+	})
+	t.Run("first turn after the close", func(t *testing.T) {
+		e := newEnv(t, nil)
+		e.setMode(cxSession, handoff.ModeClosed)
+		// The gateway answers the closed text instead of "Bot says hi".
+		if code, b := e.do(request{path: "/dialogflow/cx", body: cxTurnBody("d-after", "hello?", "")}); code != 200 {
+			t.Fatalf("%d %s", code, b)
+		}
+		if code, b := e.do(request{path: "/dialogflow/cx", body: cxTurnBody("d-again", "agent", "")}); code != 200 {
+			t.Fatalf("%d %s", code, b)
+		}
+		var bot []string
+		for _, l := range e.handoffData(cxSession).Transcript {
+			if l.Author == handoff.AuthorBot {
+				bot = append(bot, l.Text)
+			}
+		}
+		closed := DefaultConfig().Texts.Closed.For("en")
+		if len(bot) != 1 || bot[0] != closed {
+			t.Errorf("bot lines %q, want only what the user saw: %q", bot, closed)
+		}
+	})
+}
