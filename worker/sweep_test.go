@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/internal/testenv"
 	"github.com/handoff-dev/handoff/livechat"
 	"github.com/handoff-dev/handoff/livechat/livechatsim"
 	"github.com/handoff-dev/handoff/stream"
@@ -317,5 +318,113 @@ func TestPickupTimeout(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSweepDeliversWhatWebhooksLostToTheUser is issue 10's acceptance 1
+// as the user sees it, on the real pieces: worker (with its sweep), the
+// outbound consumer, a gateway and the simulator. The gateway is stopped
+// while the agent writes twice in one chat and closes another, until
+// LiveChat's webhook retries run out; after the gateway is started again,
+// the bot's callback endpoint and the conversation's event stream get
+// both replies once each, in order, and the closed chat's conversation is
+// back with the bot within one sweep interval of LiveChat giving up. (The
+// bounds are generous for a noisy machine: the issue asks for "within one
+// sweep interval".)
+func TestSweepDeliversWhatWebhooksLostToTheUser(t *testing.T) {
+	e := newEnv(t)
+	rcv := testenv.StartCallbackReceiver(t, testenv.NewSecret(t))
+	front := e.startGateway()
+	e.startOutbound(rcv)
+	cfg := testConfig()
+	cfg.SweepInterval = 2 * time.Second
+	e.startWorker(cfg)
+	talk, gone := "web-talk-1", "web-gone-1"
+	for _, c := range []string{talk, gone} {
+		e.publish(handoff.TypeHandoffRequested, c, handoff.HandoffRequested{Text: "agent please",
+			ReplyTo: handoff.ReplyTo{Channel: handoff.ChannelREST, Address: c}})
+	}
+	e.waitDrained(20 * time.Second)
+	talkRec, goneRec := e.waitMode(talk, handoff.ModeQueued, 10*time.Second), e.waitMode(gone, handoff.ModeQueued, 10*time.Second)
+
+	front.Stop()
+	texts := []string{"Hi, I'm Tom", "Your order ships today"}
+	for _, text := range texts {
+		if _, err := e.sim.AgentMessageID(talkRec.ChatID, text); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.sim.CloseChat(goneRec.ChatID); err != nil {
+		t.Fatal(err)
+	}
+	// Every webhook is refused until LiveChat gives up: 3 deliveries of 4
+	// attempts each.
+	deadline := time.Now().Add(20 * time.Second)
+	for front.refused.Load() < 12 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d refused webhook deliveries", front.refused.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	gaveUp := time.Now()
+	front.Start()
+
+	e.waitMode(gone, handoff.ModeClosed, cfg.SweepInterval+5*time.Second)
+	t.Logf("closed chat back with the bot %v after LiveChat gave up (sweep interval %v)", time.Since(gaveUp).Round(10*time.Millisecond), cfg.SweepInterval)
+
+	forConv := func(conv string) (out []testenv.ReceivedCallback) {
+		for _, c := range rcv.Received() {
+			if c.Event.Subject == conv {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	deadline = time.Now().Add(2*cfg.SweepInterval + 10*time.Second)
+	for (len(forConv(talk)) < 2 || len(forConv(gone)) < 1) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Another sweep goes by: nothing reaches the user twice.
+	time.Sleep(2 * cfg.SweepInterval)
+	var got []string
+	for _, c := range forConv(talk) {
+		var m handoff.AgentMessage
+		if c.Event.Type != handoff.TypeMessageAgent || json.Unmarshal(c.Event.Data, &m) != nil {
+			t.Fatalf("callback %s %s: %s", c.ID, c.Event.Type, c.Body)
+		}
+		got = append(got, m.Text)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(texts) {
+		t.Errorf("callbacks for the conversation carried %q, want %q: both replies, once each, in order", got, texts)
+	}
+	if cs := forConv(gone); len(cs) != 1 || cs[0].Event.Type != handoff.TypeChatClosed {
+		t.Errorf("callbacks for the closed conversation = %+v, want one chat.closed", cs)
+	}
+	if bad := rcv.BadSignatures(); len(bad) > 0 {
+		t.Errorf("signatures that do not verify: %v", bad)
+	}
+
+	// A web front end following the conversation after the restart reads
+	// the same from the start of its feed, and nothing more.
+	sse := front.Events(t, talk)
+	got = nil
+	for range texts {
+		se := sse.Next(10 * time.Second)
+		ev, err := handoff.UnmarshalEvent([]byte(se.Data))
+		var m handoff.AgentMessage
+		if err != nil || ev.Type != handoff.TypeMessageAgent || json.Unmarshal(ev.Data, &m) != nil {
+			t.Fatalf("event stream sent %+v: %v", se, err)
+		}
+		got = append(got, m.Text)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(texts) {
+		t.Errorf("event stream carried %q, want %q", got, texts)
+	}
+	if se, ok := sse.TryNext(time.Second); ok {
+		t.Errorf("event stream sent a third event: %+v", se)
+	}
+	closed := front.Events(t, gone).Next(10 * time.Second)
+	if closed.Type != string(handoff.TypeChatClosed) {
+		t.Errorf("closed conversation's event stream sent %+v, want chat.closed", closed)
 	}
 }

@@ -91,5 +91,16 @@ func (c *SSEClient) Next(timeout time.Duration) SSEEvent {
 	return SSEEvent{}
 }
 
+// TryNext returns the next event, or false if none comes within timeout
+// (or the stream ended): for checking that nothing more arrives.
+func (c *SSEClient) TryNext(timeout time.Duration) (SSEEvent, bool) {
+	select {
+	case ev, ok := <-c.events:
+		return ev, ok
+	case <-time.After(timeout):
+		return SSEEvent{}, false
+	}
+}
+
 // Close disconnects, as a browser tab going away.
 func (c *SSEClient) Close() { c.resp.Body.Close() }
