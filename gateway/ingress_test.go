@@ -1,6 +1,10 @@
 package gateway
 
 import (
+	"fmt"
+	"io"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/handoff-dev/handoff"
@@ -92,4 +96,50 @@ func TestTranscriptHoldsOnlyBotLinesTheUserSaw(t *testing.T) {
 			t.Errorf("bot lines %q, want only what the user saw: %q", bot, closed)
 		}
 	})
+}
+
+// Dialogflow retries a webhook call it did not get an answer to in time;
+// every copy of the handoff turn must get the first one's answer. Before,
+// a copy that came after the first had marked the conversation pending was
+// taken for a message to the agent: seen failing with 1 of 8 concurrent
+// calls answered {"fulfillmentMessages":[{"text":{"text":[""]}}]} (ES) and
+// a CX answer without the liveAgentHandoff message.
+func TestRetriedHandoffTurnGetsTheSameAnswer(t *testing.T) {
+	for _, tc := range []struct{ name, path, body, conv string }{
+		{"ES", "/dialogflow/es", esHandoff, esSession},
+		{"CX", "/dialogflow/cx", cxHandoff, cxSession},
+		{"Google Chat", "/google-chat", chatDM, "spaces/AAAAx"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			const n = 8
+			bodies := make([]string, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp := e.send(request{path: tc.path, body: tc.body})
+					defer resp.Body.Close()
+					b, _ := io.ReadAll(resp.Body)
+					bodies[i] = fmt.Sprint(resp.StatusCode, " ", string(b))
+				}()
+			}
+			wg.Wait()
+			// And one more after the others, as a late retry.
+			code, b := e.do(request{path: tc.path, body: tc.body})
+			late := fmt.Sprint(code, " ", string(b))
+			if !strings.Contains(late, handoffReply) {
+				t.Errorf("late retry: %s, want the handoff reply", late)
+			}
+			for i, got := range bodies {
+				if got != late {
+					t.Errorf("call %d: %s\nwant: %s", i, got, late)
+				}
+			}
+			if evs := e.events(tc.conv); len(evs) != 1 || evs[0].Type != handoff.TypeHandoffRequested {
+				t.Errorf("%d events stored, want the one handoff.requested", len(evs))
+			}
+		})
+	}
 }

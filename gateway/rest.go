@@ -107,7 +107,7 @@ func (g *Gateway) serveRESTHandoff(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	rcpt, err := g.requestHandoff(r.Context(), id, req, TriggerAPI, evID)
+	rcpt, err := g.requestHandoff(r.Context(), id, req, TriggerAPI, evID, nil)
 	if err != nil {
 		g.fail(w, r, err)
 		return

@@ -111,6 +111,16 @@ func (g *Gateway) process(ctx context.Context, t turn) (outcome, error) {
 		}
 	}
 	id := t.eventID()
+	// A copy of a turn that already requested a handoff or cancelled one
+	// (Dialogflow retries a call it got no answer to in time) finds the
+	// mode that turn left behind: it would be forwarded to the agent, or
+	// handed to the bot. It gets the first copy's answer instead. The
+	// outcome is written before the mode changes and read after the mode
+	// was read, so a copy that sees the new mode also sees the outcome.
+	replayed, err := g.turnOutcome(ctx, &t, id)
+	if err != nil {
+		return outcome{}, err
+	}
 	switch {
 	case t.cancel:
 		rcpt, err := g.timed(ctx, func(ctx context.Context) (publisher.Receipt, error) {
@@ -119,12 +129,15 @@ func (g *Gateway) process(ctx context.Context, t turn) (outcome, error) {
 		if err != nil {
 			return outcome{}, err
 		}
+		if err := g.rememberOutcome(ctx, t, id, turnCancelled); err != nil {
+			return outcome{}, err
+		}
 		if err := g.setMode(ctx, t.conversation, handoff.ModeBot, nil); err != nil {
 			return outcome{}, err
 		}
 		return outcome{kind: outcomeCancelled, receipt: rcpt, eventID: id}, nil
 
-	case withAgent:
+	case withAgent && !replayed:
 		if strings.TrimSpace(t.text) == "" {
 			// An event or button with nothing to say: nothing to forward.
 			return outcome{kind: outcomeForwarded}, nil
@@ -141,7 +154,9 @@ func (g *Gateway) process(ctx context.Context, t turn) (outcome, error) {
 		return outcome{kind: outcomeForwarded, receipt: rcpt, eventID: id}, nil
 
 	case t.trigger != "":
-		if err := g.lim.admitHandoff(ctx, string(t.channel), g.st.CountByMode); err != nil {
+		if replayed {
+			// Admitted when it was first seen: a retry is not a new one.
+		} else if err := g.lim.admitHandoff(ctx, string(t.channel), g.st.CountByMode); err != nil {
 			var le *limitError
 			if errors.As(err, &le) {
 				// To the user, a limit is the same as no agent free.
@@ -166,7 +181,9 @@ func (g *Gateway) process(ctx context.Context, t turn) (outcome, error) {
 			ReplyTo:    handoff.ReplyTo{Channel: t.channel, Address: t.replyTo},
 			Text:       clip(t.text, handoff.MaxMessageBytes),
 		}
-		rcpt, err := g.requestHandoff(ctx, t.conversation, req, t.trigger, id)
+		rcpt, err := g.requestHandoff(ctx, t.conversation, req, t.trigger, id, func(ctx context.Context) error {
+			return g.rememberOutcome(ctx, t, id, turnHandoff+t.trigger)
+		})
 		if err != nil {
 			return outcome{}, err
 		}
@@ -196,6 +213,55 @@ func (g *Gateway) process(ctx context.Context, t turn) (outcome, error) {
 	}
 }
 
+// Outcomes of a turn kept for its retries (turnOutcome): a handoff (with
+// its trigger after the prefix) or a cancel.
+const (
+	turnHandoff   = "handoff:"
+	turnCancelled = "cancelled"
+)
+
+func turnOutcomeKey(eventID string) string { return "gateway:turn-outcome:" + eventID }
+
+// turnOutcome looks up what an earlier copy of this turn did and, if it
+// requested or cancelled a handoff, sets t up to do the same again:
+// publishing again is a duplicate of the same event ID, and the answer is
+// the same. It reports whether the turn is such a copy.
+func (g *Gateway) turnOutcome(ctx context.Context, t *turn, id string) (bool, error) {
+	if t.turnID == "" {
+		return false, nil
+	}
+	v, err := g.st.Value(ctx, turnOutcomeKey(id))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("read turn outcome: %w", err)
+	case v == turnCancelled:
+		if !t.cancel {
+			t.cancel, t.cancelReason = true, TriggerPhrase
+		}
+		return true, nil
+	case strings.HasPrefix(v, turnHandoff):
+		t.cancel = false
+		if t.trigger == "" {
+			t.trigger = strings.TrimPrefix(v, turnHandoff)
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+// rememberOutcome keeps a turn's outcome for its retries (turnTTL).
+func (g *Gateway) rememberOutcome(ctx context.Context, t turn, id, v string) error {
+	if t.turnID == "" {
+		return nil
+	}
+	if err := g.st.SetValue(ctx, turnOutcomeKey(id), v, turnTTL); err != nil {
+		return fmt.Errorf("remember turn outcome: %w", err)
+	}
+	return nil
+}
+
 // setModeFrom moves a conversation to mode if it is in from.
 func (g *Gateway) setModeFrom(ctx context.Context, id string, mode, from handoff.Mode) error {
 	_, err := g.st.UpdateConversation(ctx, id, func(c *handoff.Conversation) error {
@@ -215,7 +281,9 @@ func (g *Gateway) setModeFrom(ctx context.Context, id string, mode, from handoff
 // conversation pending, so the very next turn is already forwarded. The
 // order matters: marking first would swallow the user's turns into a
 // handoff that was never requested if the publish failed.
-func (g *Gateway) requestHandoff(ctx context.Context, conversation string, req handoff.HandoffRequested, trigger, id string) (publisher.Receipt, error) {
+//
+// published, when not nil, runs between the two (see turnOutcome).
+func (g *Gateway) requestHandoff(ctx context.Context, conversation string, req handoff.HandoffRequested, trigger, id string, published func(context.Context) error) (publisher.Receipt, error) {
 	rcpt, err := g.timed(ctx, func(ctx context.Context) (publisher.Receipt, error) {
 		return g.pub.RequestHandoff(ctx, conversation, req, publisher.WithID(id))
 	})
@@ -224,6 +292,11 @@ func (g *Gateway) requestHandoff(ctx context.Context, conversation string, req h
 	}
 	if !rcpt.Duplicate {
 		g.m.handoffs.WithLabelValues(trigger).Inc()
+	}
+	if published != nil {
+		if err := published(ctx); err != nil {
+			return publisher.Receipt{}, err
+		}
 	}
 	if err := g.setMode(ctx, conversation, handoff.ModePending, &req); err != nil {
 		// The event is stored; a retry with the same ID is dropped as a
