@@ -73,7 +73,7 @@ func (g *Gateway) esTurn(req esRequest) turn {
 		turnID:       req.ResponseID,
 		lang:         qr.LanguageCode,
 		text:         qr.QueryText,
-		customer:     customerFrom(qr.Parameters, g.cfg.NameParameter, g.cfg.EmailParameter),
+		customer:     customerFrom(esParameters(qr.Parameters, qr.OutputContexts), g.cfg.NameParameter, g.cfg.EmailParameter),
 	}
 	// The bot's answer for this turn: fulfillmentText, or the text
 	// messages when only those are set.
@@ -95,6 +95,28 @@ func (g *Gateway) esTurn(req esRequest) turn {
 		t.trigger = TriggerIntent
 	}
 	return t
+}
+
+// esParameters merges what the session knows: ES reports a value
+// collected on an earlier turn (a name asked for two turns ago) only in
+// the output contexts' parameters, the current turn's in
+// queryResult.parameters. The current turn wins, then the contexts in the
+// order Dialogflow lists them.
+func esParameters(current map[string]any, contexts []esContext) map[string]any {
+	out := map[string]any{}
+	for i := len(contexts) - 1; i >= 0; i-- {
+		for k, v := range contexts[i].Parameters {
+			if paramString(v) != "" {
+				out[k] = v
+			}
+		}
+	}
+	for k, v := range current {
+		if paramString(v) != "" {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 func (g *Gateway) serveES(w http.ResponseWriter, r *http.Request) {

@@ -143,3 +143,23 @@ func TestRetriedHandoffTurnGetsTheSameAnswer(t *testing.T) {
 		})
 	}
 }
+
+// ES keeps what earlier turns collected in the output contexts'
+// parameters; the current turn's parameters win. Seen failing before the
+// fix: the handoff carried no customer at all.
+func TestESCustomerFromOutputContexts(t *testing.T) {
+	e := newEnv(t, nil)
+	body := `{"session":"` + esSession + `","responseId":"r-ctx","queryResult":{"queryText":"agent please","languageCode":"en",
+		"parameters":{"email":"ana.now@example.com"},
+		"outputContexts":[
+		  {"name":"` + esSession + `/contexts/other","lifespanCount":2,"parameters":{"plan":"pro"}},
+		  {"name":"` + esSession + `/contexts/collected","lifespanCount":4,"parameters":{"name":"Ana Souza","name.original":"ana","email":"ana.before@example.com"}}],
+		"intent":{"displayName":"live-agent","liveAgentHandoff":true}}}`
+	if code, b := e.do(request{path: "/dialogflow/es", body: body}); code != 200 {
+		t.Fatalf("%d %s", code, b)
+	}
+	got := e.handoffData(esSession).Customer
+	if got.Name != "Ana Souza" || got.Email != "ana.now@example.com" {
+		t.Errorf("customer %+v, want name Ana Souza from the context and the current turn's email", got)
+	}
+}
