@@ -103,6 +103,7 @@ func (g *Gateway) cxTurn(req cxRequest) turn {
 		if reason, ok := handoffMsg.Metadata["reason"].(string); ok {
 			t.reason = clip(reason, 1024)
 		}
+		t.metadata = handoffMsg.Metadata
 	case tag != "" && slices.Contains(g.cfg.CXHandoffTags, tag):
 		t.trigger = TriggerTag
 	}
@@ -147,8 +148,17 @@ func (g *Gateway) cxReply(t turn, out outcome) cxResponse {
 			reason = t.trigger
 		}
 		// Echo a liveAgentHandoff message so CX's own reporting counts
-		// the handoff even when a tag or phrase triggered it.
-		msgs = append(msgs, cxMessage{LiveAgentHandoff: &cxLiveAgentHandoff{Metadata: map[string]any{"reason": reason}}})
+		// the handoff even when a tag or phrase triggered it, with the
+		// designer's metadata whole (a queue, a priority): REPLACE would
+		// otherwise drop what the bot's own message carried.
+		metadata := make(map[string]any, len(t.metadata)+1)
+		for k, v := range t.metadata {
+			metadata[k] = v
+		}
+		if _, ok := metadata["reason"]; !ok {
+			metadata["reason"] = reason
+		}
+		msgs = append(msgs, cxMessage{LiveAgentHandoff: &cxLiveAgentHandoff{Metadata: metadata}})
 		return cxResponse{FulfillmentResponse: &cxFulfillment{Messages: msgs, MergeBehavior: "REPLACE"}, SessionInfo: params(true)}
 	case outcomeForwarded:
 		return cxResponse{FulfillmentResponse: &cxFulfillment{Messages: texts(g.reply(g.cfg.AckReply, t.lang)), MergeBehavior: "REPLACE"}, SessionInfo: params(true)}

@@ -1,13 +1,18 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/worker"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // handoffData reads the one handoff.requested event of a conversation.
@@ -161,5 +166,54 @@ func TestESCustomerFromOutputContexts(t *testing.T) {
 	got := e.handoffData(esSession).Customer
 	if got.Name != "Ana Souza" || got.Email != "ana.now@example.com" {
 		t.Errorf("customer %+v, want name Ana Souza from the context and the current turn's email", got)
+	}
+}
+
+// CX's liveAgentHandoff metadata is the designer's, whole: the answer
+// echoes all of it and LiveChat gets it as the customer's session fields,
+// which the agent sees beside the chat. Seen failing before the fix: the
+// answer's metadata was {"reason":"billing"} only and the customer had no
+// queue field.
+func TestCXHandoffMetadataReachesLiveChat(t *testing.T) {
+	s := newStatusEnv(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := worker.New(worker.Config{Continuous: true}, s.js, s.lc, s.st, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	body := strings.Replace(cxHandoff, `{"reason":"billing"}`, `{"reason":"billing","queue":"billing-tier-2","priority":2}`, 1)
+	code, b := s.do(request{path: "/dialogflow/cx", body: body})
+	if code != 200 {
+		t.Fatalf("%d %s", code, b)
+	}
+	jsonEqual(t, "CX answer", b, `{"fulfillmentResponse":{"messages":[{"text":{"text":["`+handoffReply+`"]}},
+		{"liveAgentHandoff":{"metadata":{"reason":"billing","queue":"billing-tier-2","priority":2}}}],"mergeBehavior":"REPLACE"},
+		"sessionInfo":{"parameters":{"live_agent":true}}}`)
+	if f := s.handoffData(cxSession).Customer.Fields; f["queue"] != "billing-tier-2" || f["priority"] != "2" {
+		t.Errorf("customer fields %v, want queue and priority from the metadata", f)
+	}
+	deadline := time.Now().Add(15 * time.Second) // the worker opens the chat asynchronously
+	for {
+		if chats := s.sim.Chats(); len(chats) == 1 {
+			fields := map[string]string{}
+			for _, f := range chats[0].Customer.SessionFields {
+				for k, v := range f {
+					fields[k] = v
+				}
+			}
+			if fields["queue"] == "billing-tier-2" && fields["priority"] == "2" && fields["handoff_reason"] == "billing" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("LiveChat customer's session fields %v, want queue, priority and handoff_reason", fields)
+			}
+		} else if time.Now().After(deadline) {
+			t.Fatalf("%d chats in LiveChat, want 1", len(chats))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -33,6 +35,9 @@ type turn struct {
 	// live_agent_handoff, card); phrases are checked here.
 	trigger string
 	reason  string
+	// metadata is CX's liveAgentHandoff metadata, whole: echoed in the
+	// answer and passed to LiveChat as customer session fields.
+	metadata map[string]any
 	// cancel is an explicit cancel (tag, intent, card) with its reason.
 	cancel       bool
 	cancelReason string
@@ -173,7 +178,7 @@ func (g *Gateway) process(ctx context.Context, t turn) (outcome, error) {
 			reason = t.trigger
 		}
 		req := handoff.HandoffRequested{
-			Customer:   t.customer,
+			Customer:   withMetadata(t.customer, t.metadata),
 			Transcript: transcript,
 			Group:      g.group(t.lang),
 			Reason:     reason,
@@ -408,6 +413,60 @@ func (t *turn) entries(now time.Time) []handoff.TranscriptEntry {
 		}
 	}
 	return out
+}
+
+// metadataReserved are session fields the worker sets itself; metadata
+// must not pass for them (a "conversation" key would mislead the agent
+// about whose chat this is). The reason travels as the handoff's reason.
+var metadataReserved = map[string]bool{"reason": true, "conversation": true, "handoff_reason": true, "language": true}
+
+// withMetadata adds a handoff's free-form metadata (CX's liveAgentHandoff
+// metadata, e.g. {"queue":"billing"}) to the customer's fields, which
+// LiveChat shows the agent as the customer's session fields. Strings go
+// as they are, other values as their JSON; bounded like every field.
+func withMetadata(c handoff.Customer, metadata map[string]any) handoff.Customer {
+	if len(metadata) == 0 {
+		return c
+	}
+	keys := make([]string, 0, len(metadata))
+	for k := range metadata {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	fields := make(map[string]string, len(c.Fields)+len(keys))
+	for k, v := range c.Fields {
+		fields[k] = v
+	}
+	for _, k := range keys {
+		if len(fields) >= handoff.MaxCustomerFields {
+			break
+		}
+		name := clip(strings.TrimSpace(k), 256)
+		if name == "" || metadataReserved[name] {
+			continue
+		}
+		if _, ok := fields[name]; ok {
+			continue
+		}
+		var val string
+		switch v := metadata[k].(type) {
+		case string:
+			val = v
+		case nil:
+			continue
+		default:
+			b, err := json.Marshal(v)
+			if err != nil {
+				continue
+			}
+			val = string(b)
+		}
+		fields[name] = clip(val, 1024)
+	}
+	if len(fields) > 0 {
+		c.Fields = fields
+	}
+	return c
 }
 
 // clip cuts s to at most n bytes on a rune boundary.
