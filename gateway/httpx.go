@@ -9,8 +9,10 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/handoff-dev/handoff"
 	"github.com/handoff-dev/handoff/publisher"
@@ -149,6 +151,7 @@ func decodeJSON(body []byte, v any, allowEmpty bool) error {
 	if err := json.Unmarshal(body, v); err != nil {
 		var se *json.SyntaxError
 		var te *json.UnmarshalTypeError
+		var pe *time.ParseError
 		switch {
 		case errors.As(err, &se):
 			return badRequest("malformed JSON at byte %d: %v", se.Offset, se)
@@ -159,10 +162,58 @@ func decodeJSON(body []byte, v any, allowEmpty bool) error {
 				return badRequest("the body must be a JSON %s, got JSON %s", jsonKind(te.Type), te.Value)
 			}
 			return badRequest("field %q must be a JSON %s, got JSON %s", field, jsonKind(te.Type), te.Value)
+		case errors.As(err, &pe):
+			// Go's message quotes its reference layout ("2006-01-02...")
+			// and no field: find the field by the value it refused.
+			field := "a time field"
+			if path := pathOfString(body, pe.Value); path != "" {
+				field = fmt.Sprintf("field %q", path)
+			}
+			return badRequest("%s must be an RFC 3339 time such as \"2026-11-20T10:00:00Z\", got %q", field, truncate(pe.Value))
 		}
 		return badRequest("malformed JSON: %v", err)
 	}
 	return nil
+}
+
+// pathOfString is the JSON path (a.b[2].c) of the first string in body
+// equal to value, or "".
+func pathOfString(body []byte, value string) string {
+	var doc any
+	if json.Unmarshal(body, &doc) != nil {
+		return ""
+	}
+	var walk func(v any, path string) (string, bool)
+	walk = func(v any, path string) (string, bool) {
+		switch x := v.(type) {
+		case string:
+			return path, x == value
+		case []any:
+			for i, e := range x {
+				if p, ok := walk(e, fmt.Sprintf("%s[%d]", path, i)); ok {
+					return p, true
+				}
+			}
+		case map[string]any:
+			keys := make([]string, 0, len(x))
+			for k := range x {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				p := k
+				if path != "" {
+					p = path + "." + k
+				}
+				if p, ok := walk(x[k], p); ok {
+					return p, true
+				}
+			}
+		}
+		return "", false
+	}
+	p, _ := walk(doc, "")
+	return p
 }
 
 // jsonKind names the JSON kind a Go type decodes from.
@@ -179,7 +230,10 @@ func jsonKind(t reflect.Type) string {
 	case reflect.Bool:
 		return "boolean"
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		// "must be a JSON number, got JSON number 1.5" would say nothing.
+		return "integer"
+	case reflect.Float32, reflect.Float64:
 		return "number"
 	case reflect.Slice, reflect.Array:
 		return "array"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -215,5 +216,41 @@ func TestCXHandoffMetadataReachesLiveChat(t *testing.T) {
 			t.Fatalf("%d chats in LiveChat, want 1", len(chats))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A 400 says which field is wrong in the request's own terms. Seen
+// failing before the fix: a bad transcript time answered `parsing time
+// "yesterday" as "2006-01-02T15:04:05Z07:00"` (Go's layout, no field), a
+// fractional group `must be a JSON number, got JSON number 1.5`.
+func TestBadRequestReasonsNameTheField(t *testing.T) {
+	e := newEnv(t, nil)
+	rest := "/v1/conversations/" + url.PathEscape("web-1") + "/handoff"
+	for _, tc := range []struct {
+		r    request
+		want string
+	}{
+		{request{path: rest, body: `{"transcript":[{"author":"user","text":"hi","time":"2026-11-20T10:00:00Z"},{"author":"bot","text":"yo","time":"yesterday"}]}`},
+			`"transcript[1].time" must be an RFC 3339 time`},
+		{request{path: rest, body: `{"group":1.5}`}, `"group" must be a JSON integer, got JSON number 1.5`},
+		{request{path: rest, body: `{"group":"7"}`}, `"group" must be a JSON integer, got JSON string`},
+		{request{path: rest, body: `{"customer":{"fields":{"plan":3}}}`}, `"customer.fields" must be a JSON string`},
+		{request{path: "/dialogflow/es", body: `{"session":"` + esSession + `","queryResult":{"outputContexts":[{"lifespanCount":"5"}]}}`},
+			`"queryResult.outputContexts.lifespanCount" must be a JSON integer, got JSON string`},
+		{request{path: "/dialogflow/cx", body: `{"sessionInfo":{"session":"` + cxSession + `"},"messages":[{"liveAgentHandoff":{"metadata":"billing"}}]}`},
+			`"messages.liveAgentHandoff.metadata" must be a JSON object, got JSON string`},
+		{request{path: "/google-chat", body: `{"type":"MESSAGE","space":{"name":"spaces/A"},"message":{"thread":"spaces/A/threads/t"}}`},
+			`"message.thread" must be a JSON object, got JSON string`},
+	} {
+		code, body := e.do(tc.r)
+		_, reason := errorCode(t, body)
+		if code != 400 || !strings.Contains(reason, tc.want) {
+			t.Errorf("%s %s:\n got %d %s\nwant 400 with %s", tc.r.path, tc.r.body, code, reason, tc.want)
+		}
+		for _, goWords := range []string{"2006", "parsing time", "struct", "Go ", "int", "float", "gateway.", "handoff.", "publisher."} {
+			if strings.Contains(strings.ReplaceAll(reason, "integer", ""), goWords) {
+				t.Errorf("%s: reason %q speaks Go (%q)", tc.r.path, reason, goWords)
+			}
+		}
 	}
 }
