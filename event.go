@@ -192,10 +192,12 @@ type ChatTransferred struct {
 }
 
 // AgentsUnavailable is the data of an agents.unavailable event: LiveChat
-// found no agent for the chat (everyone offline). Reason is LiveChat's
-// word for it (e.g. "routing.archived_offline"). Whether the user keeps
-// waiting or goes back to the bot is the gateway's --when-no-agents; Back
-// says which happened.
+// found no agent for the chat (everyone offline), or none picked it up
+// in time (the worker's pickup timeout). Reason is LiveChat's word for it
+// (e.g. "routing.archived_offline") or one of the Reason constants below.
+// Whether the user keeps waiting or goes back to the bot is the gateway's
+// --when-no-agents or the worker's --pickup-action; Back says which
+// happened.
 type AgentsUnavailable struct {
 	ChatID   string  `json:"chat_id"`
 	Reason   string  `json:"reason,omitempty"`
@@ -203,6 +205,16 @@ type AgentsUnavailable struct {
 	ReplyTo  ReplyTo `json:"reply_to,omitzero"`
 	Language string  `json:"language,omitempty"`
 }
+
+// Reasons of an agents.unavailable the worker publishes when no agent
+// picked a chat up within --pickup-timeout: the user keeps waiting or is
+// back with the bot (ReasonPickupTimeout), or the chat was closed and
+// left in LiveChat's archive for an agent to follow up
+// (ReasonPickupMessageLeft, --pickup-action message).
+const (
+	ReasonPickupTimeout     = "pickup_timeout"
+	ReasonPickupMessageLeft = "pickup_timeout_message_left"
+)
 
 // ValidationError says which field of an event is wrong and why.
 type ValidationError struct {

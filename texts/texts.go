@@ -99,6 +99,10 @@ type Set struct {
 	// NoAgentsBot: no agent is available and the bot has the user again
 	// (--when-no-agents=bot).
 	NoAgentsBot ByLanguage
+	// NoAgentsMessage: no agent picked the chat up in time, and it was
+	// closed and left for an agent to follow up (--pickup-action
+	// message); the bot has the user again.
+	NoAgentsMessage ByLanguage
 	// Closed: the agent ended the chat; ClosedInactive: LiveChat ended it
 	// after inactivity. Either way the bot answers again.
 	Closed         ByLanguage
@@ -108,14 +112,15 @@ type Set struct {
 // Defaults returns the English texts documented in the README.
 func Defaults() Set {
 	return Set{
-		Queued:         ByLanguage{"": "You are number {position} in the queue. An agent will be with you soon."},
-		Waiting:        ByLanguage{"": "All our agents are busy. Please wait, an agent will be with you soon."},
-		AgentJoined:    ByLanguage{"": "{agent} joined the chat."},
-		Transferred:    ByLanguage{"": "Your chat was transferred to {agent}."},
-		NoAgents:       ByLanguage{"": "No agent is available right now. Please stay: your message is waiting for the next free agent."},
-		NoAgentsBot:    ByLanguage{"": "Sorry, no agent is available right now. You are back with the bot."},
-		Closed:         ByLanguage{"": "The agent ended the chat. You are back with the bot."},
-		ClosedInactive: ByLanguage{"": "The chat ended after a period of inactivity. You are back with the bot."},
+		Queued:          ByLanguage{"": "You are number {position} in the queue. An agent will be with you soon."},
+		Waiting:         ByLanguage{"": "All our agents are busy. Please wait, an agent will be with you soon."},
+		AgentJoined:     ByLanguage{"": "{agent} joined the chat."},
+		Transferred:     ByLanguage{"": "Your chat was transferred to {agent}."},
+		NoAgents:        ByLanguage{"": "No agent is available right now. Please stay: your message is waiting for the next free agent."},
+		NoAgentsBot:     ByLanguage{"": "Sorry, no agent is available right now. You are back with the bot."},
+		NoAgentsMessage: ByLanguage{"": "No agent could take your chat in time. We kept your messages and an agent will follow up. You are back with the bot."},
+		Closed:          ByLanguage{"": "The agent ended the chat. You are back with the bot."},
+		ClosedInactive:  ByLanguage{"": "The chat ended after a period of inactivity. You are back with the bot."},
 	}
 }
 
@@ -145,7 +150,10 @@ func (s Set) Render(ev handoff.Event, lang string) (text string, ok bool) {
 		evLang, agent, tmpl = d.Language, d.AgentName, s.Transferred
 	case *handoff.AgentsUnavailable:
 		evLang, tmpl = d.Language, s.NoAgents
-		if d.Back {
+		switch {
+		case d.Reason == handoff.ReasonPickupMessageLeft:
+			tmpl = s.NoAgentsMessage
+		case d.Back:
 			tmpl = s.NoAgentsBot
 		}
 	case *handoff.ChatClosed:

@@ -34,6 +34,7 @@ func TestRenderEveryStatusInTheUsersLanguage(t *testing.T) {
 		{"transferred", event(t, handoff.TypeChatTransferred, handoff.ChatTransferred{ChatID: "C", AgentName: "Bob"}), "en", "Your chat was transferred to Bob."},
 		{"no agents, waiting", event(t, handoff.TypeAgentsUnavailable, handoff.AgentsUnavailable{ChatID: "C"}), "en", texts.Defaults().NoAgents[""]},
 		{"no agents, back to bot", event(t, handoff.TypeAgentsUnavailable, handoff.AgentsUnavailable{ChatID: "C", Back: true}), "en", texts.Defaults().NoAgentsBot[""]},
+		{"pickup timeout, message left", event(t, handoff.TypeAgentsUnavailable, handoff.AgentsUnavailable{ChatID: "C", Back: true, Reason: handoff.ReasonPickupMessageLeft}), "en", texts.Defaults().NoAgentsMessage[""]},
 		{"closed by the agent", event(t, handoff.TypeChatClosed, handoff.ChatClosed{ChatID: "C", ClosedBy: "a@example.com"}), "en", texts.Defaults().Closed[""]},
 		{"closed by inactivity", event(t, handoff.TypeChatClosed, handoff.ChatClosed{ChatID: "C"}), "en", texts.Defaults().ClosedInactive[""]},
 	}

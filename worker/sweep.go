@@ -436,9 +436,9 @@ func (r *sweepRun) pickupTimeout(ctx context.Context, rec handoff.Conversation, 
 			return err
 		}
 	}
-	reason := "pickup_timeout"
+	reason := handoff.ReasonPickupTimeout
 	if w.cfg.PickupAction == PickupMessage {
-		reason = "pickup_timeout_message_left"
+		reason = handoff.ReasonPickupMessageLeft
 	}
 	ev := handoff.AgentsUnavailable{ChatID: rec.ChatID, Reason: reason, Back: back, ReplyTo: rec.ReplyTo, Language: rec.Language}
 	if _, err := r.publish(ctx, handoff.TypeAgentsUnavailable, rec.ID, ev, handoff.DerivedID("livechat", "pickup_timeout", rec.ChatID, t.ID)); err != nil {

@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,8 +20,10 @@ import (
 	"github.com/handoff-dev/handoff/livechat"
 	"github.com/handoff-dev/handoff/livechat/livechatsim"
 	"github.com/handoff-dev/handoff/stream"
+	"github.com/handoff-dev/handoff/texts"
 	"github.com/handoff-dev/handoff/worker"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // outEvents reads a conversation's reverse-path events, oldest first
@@ -277,11 +281,16 @@ func TestSweepCostAt10000(t *testing.T) {
 	}
 }
 
-// TestPickupTimeout: no agent joins; after --pickup-timeout the sweep acts
-// once, as configured: "bot" closes the chat and gives the conversation
-// back to the bot, "wait" tells the user and keeps the chat waiting.
+// TestPickupTimeout is issue 10's acceptance 3: no agent joins; after
+// --pickup-timeout the sweep acts once, as configured, and the
+// conversation leaves pending/queued where the action says: "bot" closes
+// the chat and gives the conversation back to the bot, "wait" tells the
+// user and keeps the chat waiting, "message" closes the chat, leaves it
+// with its transcript and the customer's contact in LiveChat's archive
+// for an agent to follow up, tells the user so, and gives the
+// conversation back to the bot.
 func TestPickupTimeout(t *testing.T) {
-	for _, action := range []string{worker.PickupBot, worker.PickupWait} {
+	for _, action := range []string{worker.PickupBot, worker.PickupWait, worker.PickupMessage} {
 		t.Run(action, func(t *testing.T) {
 			e := newEnv(t)
 			cfg := testConfig()
@@ -289,7 +298,8 @@ func TestPickupTimeout(t *testing.T) {
 			cfg.PickupTimeout = time.Second
 			cfg.PickupAction = action
 			e.startWorker(cfg)
-			e.publish(handoff.TypeHandoffRequested, conv(1), handoff.HandoffRequested{Text: "agent please"})
+			e.publish(handoff.TypeHandoffRequested, conv(1), handoff.HandoffRequested{Text: "agent please",
+				Customer: handoff.Customer{Name: "Ana Souza", Email: "ana@example.com"}})
 			e.waitDrained(20 * time.Second)
 			rec := e.waitMode(conv(1), handoff.ModeQueued, 10*time.Second)
 			deadline := time.Now().Add(15 * time.Second)
@@ -302,19 +312,53 @@ func TestPickupTimeout(t *testing.T) {
 				t.Fatalf("reverse events = %+v, want one agents.unavailable", evs)
 			}
 			var u handoff.AgentsUnavailable
-			if err := json.Unmarshal(evs[0].Data, &u); err != nil || u.Reason != "pickup_timeout" || u.Back != (action == worker.PickupBot) {
-				t.Errorf("agents.unavailable = %+v, %v", u, err)
+			wantReason := handoff.ReasonPickupTimeout
+			if action == worker.PickupMessage {
+				wantReason = handoff.ReasonPickupMessageLeft
 			}
-			active := e.chatOf(conv(1)).Active
+			if err := json.Unmarshal(evs[0].Data, &u); err != nil || u.Reason != wantReason || u.Back != (action != worker.PickupWait) {
+				t.Errorf("agents.unavailable = %+v, %v; want reason %s", u, err, wantReason)
+			}
+			// What the user reads (Google Chat, Dialogflow turns).
+			told, _ := texts.Defaults().Render(evs[0], "en")
+			chat := e.chatOf(conv(1))
 			after, _ := e.st.Conversation(context.Background(), conv(1))
 			switch action {
 			case worker.PickupBot:
-				if after.Mode != handoff.ModeClosed || active {
-					t.Errorf("after the timeout: mode %s, chat active %v; want closed and the chat ended", after.Mode, active)
+				if after.Mode != handoff.ModeClosed || chat.Active {
+					t.Errorf("after the timeout: mode %s, chat active %v; want closed and the chat ended", after.Mode, chat.Active)
 				}
 			case worker.PickupWait:
-				if after.Mode != handoff.ModeQueued || !active || after.ChatID != rec.ChatID {
-					t.Errorf("after the timeout: mode %s, chat active %v; want still queued in the same chat", after.Mode, active)
+				if after.Mode != handoff.ModeQueued || !chat.Active || after.ChatID != rec.ChatID {
+					t.Errorf("after the timeout: mode %s, chat active %v; want still queued in the same chat", after.Mode, chat.Active)
+				}
+			case worker.PickupMessage:
+				if after.Mode != handoff.ModeClosed || chat.Active {
+					t.Errorf("after the timeout: mode %s, chat active %v; want closed and the chat ended", after.Mode, chat.Active)
+				}
+				if !strings.Contains(told, "follow up") {
+					t.Errorf("the user is told %q, want that an agent will follow up", told)
+				}
+				// An agent opening the archived chat finds who wrote and
+				// what they wrote.
+				lc := e.liveChat(nil)
+				agent, err := lc.RefreshAgentToken(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				archived, err := lc.AgentGetChat(context.Background(), agent.AccessToken, rec.ChatID, "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				var said []string
+				for _, ev := range archived.Thread.Events {
+					said = append(said, ev.Text)
+				}
+				if archived.Thread.Active || !slices.Contains(said, "agent please") {
+					t.Errorf("archived chat: thread active %v, events %q; want the inactive thread with the user's words", archived.Thread.Active, said)
+				}
+				if chat.Customer.Name != "Ana Souza" || chat.Customer.Email != "ana@example.com" {
+					t.Errorf("archived chat's customer %+v, want the name and email to follow up with", chat.Customer)
 				}
 			}
 		})
@@ -426,5 +470,14 @@ func TestSweepDeliversWhatWebhooksLostToTheUser(t *testing.T) {
 	closed := front.Events(t, gone).Next(10 * time.Second)
 	if closed.Type != string(handoff.TypeChatClosed) {
 		t.Errorf("closed conversation's event stream sent %+v, want chat.closed", closed)
+	}
+}
+
+// A misspelt --pickup-action is refused rather than acting like another.
+func TestPickupActionMisspelt(t *testing.T) {
+	cfg := testConfig()
+	cfg.PickupAction = "mesage"
+	if _, err := worker.New(cfg, nil, nil, nil, prometheus.NewRegistry(), quietLog()); err == nil || !strings.Contains(err.Error(), "pickup action") {
+		t.Errorf("New with pickup action %q: %v, want an error naming it", cfg.PickupAction, err)
 	}
 }

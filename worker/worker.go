@@ -165,6 +165,12 @@ type Worker struct {
 // reg receives the worker's metrics.
 func New(cfg Config, js jetstream.JetStream, lc *livechat.Client, st store.Store, reg prometheus.Registerer, log *slog.Logger) (*Worker, error) {
 	cfg = cfg.withDefaults()
+	switch cfg.PickupAction {
+	case PickupWait, PickupBot, PickupMessage:
+	default:
+		// A misspelt action must not silently act like another.
+		return nil, fmt.Errorf("worker: pickup action must be %q, %q or %q, got %q", PickupWait, PickupBot, PickupMessage, cfg.PickupAction)
+	}
 	if log == nil {
 		log = slog.Default()
 	}

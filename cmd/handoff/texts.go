@@ -12,7 +12,7 @@ import (
 // and the outbound delivery register the same flags, so both surfaces say
 // the same words.
 type textOptions struct {
-	queued, waiting, agentJoined, transferred, noAgents, noAgentsBot, closed, closedInactive string
+	queued, waiting, agentJoined, transferred, noAgents, noAgentsBot, noAgentsMessage, closed, closedInactive string
 }
 
 func (o *textOptions) register(f *flags) {
@@ -24,6 +24,7 @@ func (o *textOptions) register(f *flags) {
 	f.String(&o.transferred, "transferred-text", "HANDOFF_TRANSFERRED_TEXT", d.Transferred.String(), "told the user when the chat moves to another agent or group; {agent} is the new agent's name"+form)
 	f.String(&o.noAgents, "no-agents-text", "HANDOFF_NO_AGENTS_TEXT", d.NoAgents.String(), "told the user when no agent is available and the user keeps waiting"+form)
 	f.String(&o.noAgentsBot, "no-agents-bot-text", "HANDOFF_NO_AGENTS_BOT_TEXT", d.NoAgentsBot.String(), "told the user when no agent is available and the bot takes over again"+form)
+	f.String(&o.noAgentsMessage, "no-agents-message-text", "HANDOFF_NO_AGENTS_MESSAGE_TEXT", d.NoAgentsMessage.String(), "told the user when no agent picked the chat up in time and it was left for an agent to follow up (--pickup-action message)"+form)
 	f.String(&o.closed, "closed-text", "HANDOFF_CLOSED_TEXT", d.Closed.String(), "told the user when the agent ends the chat"+form)
 	f.String(&o.closedInactive, "closed-inactive-text", "HANDOFF_CLOSED_INACTIVE_TEXT", d.ClosedInactive.String(), "told the user when LiveChat ends the chat after inactivity"+form)
 }
@@ -43,6 +44,7 @@ func (o *textOptions) set() (texts.Set, error) {
 		{"--transferred-text", o.transferred, &s.Transferred},
 		{"--no-agents-text", o.noAgents, &s.NoAgents},
 		{"--no-agents-bot-text", o.noAgentsBot, &s.NoAgentsBot},
+		{"--no-agents-message-text", o.noAgentsMessage, &s.NoAgentsMessage},
 		{"--closed-text", o.closed, &s.Closed},
 		{"--closed-inactive-text", o.closedInactive, &s.ClosedInactive},
 	} {
