@@ -127,7 +127,16 @@ func (g *Gateway) serveCX(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, g.cxReply(t, out))
+	resp := g.cxReply(t, out)
+	if lines := g.pulled(r.Context(), t, out); len(lines) > 0 && resp.FulfillmentResponse != nil {
+		// Before the gateway's own text: the agent wrote them first.
+		msgs := make([]cxMessage, 0, len(lines)+len(resp.FulfillmentResponse.Messages))
+		for _, l := range lines {
+			msgs = append(msgs, cxMessage{Text: &cxText{Text: []string{l}}})
+		}
+		resp.FulfillmentResponse.Messages = append(msgs, resp.FulfillmentResponse.Messages...)
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 func (g *Gateway) cxReply(t turn, out outcome) cxResponse {

@@ -136,7 +136,41 @@ func (g *Gateway) serveES(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, g.esReply(req, t, out))
+	resp := g.esReply(req, t, out)
+	addPulledES(&resp, g.pulled(r.Context(), t, out))
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// addPulledES puts the lines the Dialogflow pull carries before the
+// gateway's own text: the agent wrote them first. With a follow-up event
+// Dialogflow ignores the fulfillment, so they go into the event's text
+// parameter too.
+func addPulledES(resp *esResponse, lines []string) {
+	if len(lines) == 0 {
+		return
+	}
+	msgs := make([]esMessage, 0, len(lines)+len(resp.FulfillmentMessages))
+	var texts []string
+	for _, l := range lines {
+		msgs = append(msgs, esMessage{Text: &esText{Text: []string{l}}})
+		texts = append(texts, l)
+	}
+	for _, m := range resp.FulfillmentMessages {
+		if m.Text != nil && strings.TrimSpace(strings.Join(m.Text.Text, "")) == "" {
+			continue // the empty text that kept the bot silent
+		}
+		msgs = append(msgs, m)
+		if m.Text != nil {
+			texts = append(texts, m.Text.Text...)
+		}
+	}
+	resp.FulfillmentMessages = msgs
+	if resp.FulfillmentText == "" {
+		resp.FulfillmentText = strings.Join(lines, "\n")
+	}
+	if resp.FollowupEventInput != nil {
+		resp.FollowupEventInput.Parameters["text"] = strings.Join(texts, "\n")
+	}
 }
 
 func (g *Gateway) esReply(req esRequest, t turn, out outcome) esResponse {

@@ -224,6 +224,7 @@ func (g *Gateway) servePull(w http.ResponseWriter, r *http.Request, conversation
 		}
 		seq := strconv.FormatUint(md.Sequence.Stream, 10)
 		out.Events = append(out.Events, feedItem{ID: seq, Type: msg.Headers().Get("Ce-Type"), Event: json.RawMessage(msg.Data())})
+		g.markSeen(ctx, conversation, md.Sequence.Stream)
 		out.Next = seq
 		if wait > 0 {
 			// Long-poll answers as soon as something arrived.
@@ -342,6 +343,10 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request, conversation 
 			if typ == "" {
 				typ = eventType(n.msg.Data())
 			}
+			// Claimed before it is written, so a Dialogflow turn racing
+			// the stream does not carry it too; a client that loses it
+			// on the way gets it again by resuming after Last-Event-ID.
+			g.markSeen(ctx, conversation, md.Sequence.Stream)
 			// The CloudEvent is one line of JSON, so it is one data: line.
 			data := strings.ReplaceAll(string(n.msg.Data()), "\n", "")
 			if write(fmt.Sprintf("id: %d\nevent: %s\ndata: %s\n\n", md.Sequence.Stream, typ, data)) != nil {

@@ -155,6 +155,16 @@ type Config struct {
 	MaxStreams      int
 	StreamHeartbeat time.Duration
 
+	// DialogflowPull says whether a Dialogflow answer carries the agent's
+	// messages waiting on the feed that no push surface showed:
+	// DialogflowPullAuto (default: when CallbackConfigured is false),
+	// DialogflowPullOn or DialogflowPullOff. Needs the feed (WithFeed).
+	DialogflowPull string
+	// CallbackConfigured tells the gateway that the workers deliver to a
+	// callback (--callback-url), which then shows agents' replies to
+	// Dialogflow users: DialogflowPullAuto leaves the pull off.
+	CallbackConfigured bool
+
 	// WhenNoAgents is what happens when LiveChat finds no agent:
 	// WhenNoAgentsWait (default) or WhenNoAgentsBot.
 	WhenNoAgents string
@@ -208,6 +218,7 @@ func DefaultConfig() Config {
 		UnknownChatWait:    DefaultUnknownChatWait,
 		MaxStreams:         DefaultMaxStreams,
 		WhenNoAgents:       WhenNoAgentsWait,
+		DialogflowPull:     DialogflowPullAuto,
 		StreamHeartbeat:    DefaultStreamHeartbeat,
 	}
 }
@@ -247,6 +258,7 @@ type Gateway struct {
 	// the open Server-Sent Event streams.
 	feed    jetstream.JetStream
 	streams chan struct{}
+	pullState
 }
 
 type route struct {
@@ -403,6 +415,11 @@ func (c *Config) Validate() error {
 	}
 	if c.WhenNoAgents != WhenNoAgentsWait && c.WhenNoAgents != WhenNoAgentsBot {
 		errs = append(errs, fmt.Errorf("when no agents must be %q or %q, got %q", WhenNoAgentsWait, WhenNoAgentsBot, c.WhenNoAgents))
+	}
+	switch c.DialogflowPull {
+	case "", DialogflowPullAuto, DialogflowPullOn, DialogflowPullOff:
+	default:
+		errs = append(errs, fmt.Errorf("dialogflow pull must be %q, %q or %q, got %q", DialogflowPullAuto, DialogflowPullOn, DialogflowPullOff, c.DialogflowPull))
 	}
 	if c.MaxStreams < 1 {
 		errs = append(errs, errors.New("max streams must be at least 1"))

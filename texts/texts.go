@@ -124,6 +124,27 @@ func Defaults() Set {
 	}
 }
 
+// Line returns what a text surface (Google Chat, a Dialogflow answer)
+// shows for a reverse event, or "" when the event has nothing for the
+// user: an agent's message prefixed with the agent's name, so the user
+// knows a person is writing and who, and the status and closing kinds as
+// Render words them.
+func (s Set) Line(ev handoff.Event, lang string) string {
+	if ev.Type == handoff.TypeMessageAgent {
+		var m handoff.AgentMessage
+		if err := json.Unmarshal(ev.Data, &m); err != nil || strings.TrimSpace(m.Text) == "" {
+			return ""
+		}
+		name := strings.TrimSpace(m.AgentName)
+		if name == "" {
+			name = "Agent"
+		}
+		return name + ": " + m.Text
+	}
+	t, _ := s.Render(ev, lang)
+	return t
+}
+
 // Render returns the text a user reads for a reverse event, in lang (or,
 // when lang is empty, the language the event carries). ok is false for
 // events that are not ours to word (message.agent carries the agent's own

@@ -33,6 +33,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		metricsAddr    string
 		callbackURL    string
 		callbackSecret string
+		dialogflowPull string
 		demoAddr       string
 	)
 	f := newFlags("dev", "[flags]", "Run the whole service in one process for local development: an embedded NATS\nserver with JetStream and the streams, the state store (Redis when --redis-url\nis given or redis-server is on PATH, otherwise JetStream key-value buckets on\nthe embedded NATS: nothing to install), the LiveChat simulator, a worker and\nthe gateway (with authentication off, listening on loopback). Data stays in\n--data-dir, so the next start resumes. Stop with Ctrl-C.")
@@ -48,6 +49,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	f.String(&demoAddr, "demo-addr", "HANDOFF_DEV_DEMO_ADDR", "127.0.0.1:8000", "address of the demo page: a user and a LiveChat agent side by side in the browser (empty: off)")
 	f.String(&callbackURL, "callback-url", "HANDOFF_CALLBACK_URL", "", "POST agents' replies of REST and Dialogflow conversations here, signed (see docs/callbacks.md; empty: feed only)")
 	f.String(&callbackSecret, "callback-secret", "HANDOFF_CALLBACK_SECRET", "", "callback signing secret, whsec_<base64> (prefer the environment variable)")
+	f.String(&dialogflowPull, "dialogflow-pull", "HANDOFF_GATEWAY_DIALOGFLOW_PULL", "auto", "answer each Dialogflow turn with the agent's messages no push surface showed yet: auto (on when --callback-url is empty), on or off")
 	if err := f.parse(args, stdout); err != nil {
 		return err
 	}
@@ -120,7 +122,8 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 			"--livechat-client-id", "handoff-dev", "--livechat-client-secret", "dev", "--livechat-refresh-token", "dev",
 			"--metrics-addr", metricsAddr, "--callback-url", callbackURL, "--callback-secret", callbackSecret}, storeArgs...)},
 		{"gateway", runGateway, append([]string{"--nats-url", natsURL,
-			"--listen", gatewayAddr, "--insecure-no-auth", "--livechat-webhook-secret", devWebhookSecret}, storeArgs...)},
+			"--listen", gatewayAddr, "--insecure-no-auth", "--livechat-webhook-secret", devWebhookSecret,
+			"--callback-url", callbackURL, "--dialogflow-pull", dialogflowPull}, storeArgs...)},
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

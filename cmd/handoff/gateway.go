@@ -38,6 +38,7 @@ type gatewayOptions struct {
 	handoffPhrases, cancelPhrases                                  string
 	handoffReply, cancelReply, ackReply, chatBotReply, groups      string
 	slowDownReply                                                  string
+	callbackURL                                                    string
 	group                                                          int
 	texts                                                          textOptions
 }
@@ -72,6 +73,8 @@ func gatewayFlags(o *gatewayOptions) *flags {
 	f.String(&o.cxHandoffTags, "cx-handoff-tags", "HANDOFF_GATEWAY_CX_HANDOFF_TAGS", strings.Join(d.CXHandoffTags, ","), "CX fulfillment tags that request a handoff")
 	f.String(&o.cxCancelTags, "cx-cancel-tags", "HANDOFF_GATEWAY_CX_CANCEL_TAGS", strings.Join(d.CXCancelTags, ","), "CX fulfillment tags that return to the bot")
 	f.String(&o.cfg.CXParameter, "cx-parameter", "HANDOFF_GATEWAY_CX_PARAMETER", d.CXParameter, "CX session parameter set true while an agent owns the chat")
+	f.String(&o.cfg.DialogflowPull, "dialogflow-pull", "HANDOFF_GATEWAY_DIALOGFLOW_PULL", d.DialogflowPull, "answer each Dialogflow turn with the agent's messages no push surface showed yet: auto (on when --callback-url is empty), on or off")
+	f.String(&o.callbackURL, "callback-url", "HANDOFF_CALLBACK_URL", "", "the workers' callback URL; the gateway only looks whether one is set (then --dialogflow-pull=auto is off, as the callback shows agents' replies)")
 	f.String(&o.cfg.NameParameter, "name-parameter", "HANDOFF_GATEWAY_NAME_PARAMETER", d.NameParameter, "session parameter holding the customer's name")
 	f.String(&o.cfg.EmailParameter, "email-parameter", "HANDOFF_GATEWAY_EMAIL_PARAMETER", d.EmailParameter, "session parameter holding the customer's email")
 
@@ -122,6 +125,7 @@ func mustJSON(v any) string {
 // config turns the flag values into a GatewayConfig.
 func (o *gatewayOptions) config() (gateway.Config, error) {
 	c := o.cfg
+	c.CallbackConfigured = strings.TrimSpace(o.callbackURL) != ""
 	var errs []error
 	c.ESHandoffIntents = splitList(o.esHandoffIntents)
 	c.ESCancelIntents = splitList(o.esCancelIntents)
