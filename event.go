@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -257,6 +258,14 @@ func AgentMessageID(chatID, eventID string) string { return DerivedID("livechat"
 // chatID, shared the same way.
 func ChatClosedID(chatID, threadID string) string {
 	return DerivedID("livechat", "chat_deactivated", chatID, threadID)
+}
+
+// ChatQueuedID is the event ID of the chat.queued telling that thread
+// threadID of chatID waits at position: the gateway (incoming_chat) and
+// the worker's queue poll derive the same one, so a position told by
+// both reaches the user once.
+func ChatQueuedID(chatID, threadID string, position int) string {
+	return DerivedID("livechat", "queued", chatID, threadID, strconv.Itoa(position))
 }
 
 // NewID returns a fresh event ID: a UUIDv7, so IDs sort by creation time.

@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/handoff-dev/handoff"
@@ -60,7 +59,7 @@ func (g *Gateway) relayIncomingChat(ctx context.Context, d livechat.WebhookDeliv
 func (g *Gateway) relayQueued(ctx context.Context, rec handoff.Conversation, chatID, threadID string, q livechat.Queue) (webhookResult, error) {
 	data := handoff.ChatQueued{ChatID: chatID, Position: max(q.Position, 0), WaitSeconds: max(q.WaitTime, 0),
 		ReplyTo: rec.ReplyTo, Language: rec.Language}
-	id := deriveID("livechat", "queued", chatID, threadID, strconv.Itoa(data.Position))
+	id := handoff.ChatQueuedID(chatID, threadID, data.Position)
 	if _, err := g.publishReverse(ctx, handoff.TypeChatQueued, rec.ID, data, id); err != nil {
 		return webhookResult{}, err
 	}

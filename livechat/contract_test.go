@@ -1369,3 +1369,48 @@ func TestControlAgentIsTheAgentChatAPI(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestQueuePosition: get_chat (customer API) carries thread.queue
+// (position, wait_time, queued_at) while nobody took the thread, as
+// LiveChat's does (https://platform.text.com/docs/messaging/customer-chat-api#get-chat);
+// the position counts the chats queued before it and falls when one of
+// them is picked up; a taken thread has no queue.
+func TestQueuePosition(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	type chat struct {
+		tok livechat.Token
+		res livechat.StartChatResponse
+	}
+	var chats []chat
+	for range 3 {
+		tok := e.customer(t)
+		chats = append(chats, chat{tok, e.startChat(t, tok)})
+		e.clock.Add(10 * time.Second)
+	}
+	position := func(c chat) *livechat.Queue {
+		t.Helper()
+		got, err := e.client.GetChat(ctx, c.tok.AccessToken, c.res.ChatID, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.Thread.Queue
+	}
+	for i, c := range chats {
+		q := position(c)
+		if q == nil || q.Position != i+1 || q.WaitTime != 30-10*i || q.QueuedAt.IsZero() {
+			t.Errorf("chat %d queue %+v, want position %d, wait %d s and when it was queued", i, q, i+1, 30-10*i)
+		}
+	}
+	if err := e.sim.AgentMessage(chats[0].res.ChatID, "Hi, I'm Tom"); err != nil {
+		t.Fatal(err)
+	}
+	if q := position(chats[0]); q != nil {
+		t.Errorf("a chat an agent took has queue %+v, want none", q)
+	}
+	for i, c := range chats[1:] {
+		if q := position(c); q == nil || q.Position != i+1 {
+			t.Errorf("after the first chat was picked up, chat %d queue %+v, want position %d", i+1, q, i+1)
+		}
+	}
+}

@@ -47,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		sweepCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "handoff_worker_sweep_livechat_calls_total",
-			Help: "LiveChat calls made by the reconciliation sweep, by action (Agent Chat API list_chats, get_chat), retries included.",
+			Help: "LiveChat calls made by the reconciliation sweep (Agent Chat API list_chats, get_chat, deactivate_chat) and the queue poll (customer_get_chat), by action, retries included.",
 		}, []string{"action"}),
 		sweepRelayed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "handoff_worker_sweep_relayed_messages_total",

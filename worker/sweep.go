@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -221,8 +222,14 @@ type sweepJob struct {
 
 // liveChats returns the conversations with a live chat, by chat ID.
 func (w *Worker) liveChats(ctx context.Context) (map[string]handoff.Conversation, error) {
+	return w.chatsIn(ctx, handoff.ModeQueued, handoff.ModeAgent)
+}
+
+// chatsIn returns the conversations in modes (queued or agent) that have
+// a chat, by chat ID.
+func (w *Worker) chatsIn(ctx context.Context, modes ...handoff.Mode) (map[string]handoff.Conversation, error) {
 	var ids []string
-	for _, m := range []handoff.Mode{handoff.ModeQueued, handoff.ModeAgent} {
+	for _, m := range modes {
 		got, err := w.st.ConversationsInMode(ctx, m)
 		if err != nil {
 			return nil, fmt.Errorf("sweep: %w", err)
@@ -246,7 +253,7 @@ func (w *Worker) liveChats(ctx context.Context) (map[string]handoff.Conversation
 					if firstErr == nil {
 						firstErr = err
 					}
-				case rec.ChatID != "" && (rec.Mode == handoff.ModeQueued || rec.Mode == handoff.ModeAgent):
+				case rec.ChatID != "" && slices.Contains(modes, rec.Mode):
 					out[rec.ChatID] = rec
 				}
 				mu.Unlock()

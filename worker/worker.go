@@ -85,6 +85,10 @@ type Config struct {
 	// agent follows up).
 	PickupTimeout time.Duration
 	PickupAction  string
+	// QueuePollInterval is how often one worker reads the queue position
+	// of every queued chat (LiveChat has no webhook for it) and tells
+	// users whose position changed; 0 turns it off. See queue.go.
+	QueuePollInterval time.Duration
 }
 
 // DefaultConfig returns the defaults documented in README.md.
@@ -109,6 +113,7 @@ func DefaultConfig() Config {
 		SweepInterval:     30 * time.Second,
 		PickupTimeout:     3 * time.Minute,
 		PickupAction:      PickupWait,
+		QueuePollInterval: 30 * time.Second,
 	}
 }
 
@@ -229,9 +234,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	statsCtx, stopStats := context.WithCancel(ctx)
 	var stats sync.WaitGroup
-	stats.Add(2)
+	stats.Add(3)
 	go func() { defer stats.Done(); w.conversationStats(statsCtx) }()
 	go func() { defer stats.Done(); w.sweeper(statsCtx) }()
+	go func() { defer stats.Done(); w.queuePoller(statsCtx) }()
 	defer func() { stopStats(); stats.Wait() }()
 	if err := w.consumer.Run(ctx); err != nil {
 		return fmt.Errorf("worker: %w", err)

@@ -125,6 +125,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 	f.Duration(&cfg.BreakerOpenFor, "breaker-open-for", "HANDOFF_BREAKER_OPEN_FOR", cfg.BreakerOpenFor, "how long the circuit stays open before probing LiveChat again")
 	f.Duration(&cfg.PickupTimeout, "pickup-timeout", "HANDOFF_PICKUP_TIMEOUT", cfg.PickupTimeout, "how long a chat may wait with no agent before the sweep acts (checked every --sweep-interval)")
 	f.String(&cfg.PickupAction, "pickup-action", "HANDOFF_PICKUP_ACTION", cfg.PickupAction, "after --pickup-timeout: wait (tell the user, keep waiting), bot (close the chat, back to the bot) or message (close the chat; its transcript and the customer's contact stay in LiveChat's archive for an agent to follow up; the user is told --no-agents-message-text and is back with the bot)")
+	f.Duration(&cfg.QueuePollInterval, "queue-poll-interval", "HANDOFF_QUEUE_POLL_INTERVAL", cfg.QueuePollInterval, "how often one worker reads the queue position of every queued chat (customer get_chat) and tells users whose position changed (chat.queued); 0: off")
 	f.Duration(&cfg.SweepInterval, "sweep-interval", "HANDOFF_SWEEP_INTERVAL", cfg.SweepInterval, "how often one worker reconciles every live chat with LiveChat (missed agent messages, chat ends); also right after start")
 	ob.register(f)
 	if err := f.parse(args, stdout); err != nil {

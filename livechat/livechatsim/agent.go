@@ -359,6 +359,7 @@ func (s *Sim) sendAsAgent(ch *chat, agent string, ev *inEvent, attach bool) (str
 	var d []delivery
 	if t.active && !t.hasAgent(agent) {
 		t.join(agent)
+		s.queue.update(t)
 		d = s.agentJoined(ch, t, agent)
 	}
 	stored := s.addEvent(t, ev, agent)
@@ -434,8 +435,10 @@ func (s *Sim) transferChat(c *call) (any, *apiError) {
 		ch.groupIDs = groups
 		t.agents = nil
 		t.queuedAt = s.now()
+		s.queue.requeue(t)
 	} else {
 		t.agents = agentIDs
+		s.queue.update(t)
 	}
 	return struct{}{}, nil
 }
@@ -472,6 +475,7 @@ func (s *Sim) endThread(ch *chat, by string) *apiError {
 		return &apiError{Type: "chat_inactive", Message: "Chat is inactive"}
 	}
 	t.active = false
+	s.queue.update(t)
 	payload := map[string]string{"chat_id": ch.id, "thread_id": t.id}
 	if by != "" {
 		payload["user_id"] = by
@@ -519,6 +523,7 @@ func (s *Sim) addUserToChat(c *call) (any, *apiError) {
 	var d []delivery
 	if !t.hasAgent(req.UserID) {
 		t.join(req.UserID)
+		s.queue.update(t)
 		d = s.agentJoined(ch, t, req.UserID)
 	}
 	// Sent after the chat's lock is released (deferred above).

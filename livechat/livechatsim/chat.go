@@ -147,9 +147,13 @@ type startChatRequest struct {
 	Continuous bool    `json:"continuous"`
 }
 
+// newThread starts a thread, waiting in the queue until an agent takes
+// it. Call with its chat locked.
 func (s *Sim) newThread(props map[string]map[string]any) *thread {
 	now := s.now()
-	return &thread{id: s.ids.chatID(), active: true, createdAt: now, props: props, queuedAt: now}
+	t := &thread{id: s.ids.chatID(), active: true, createdAt: now, props: props, queuedAt: now}
+	s.queue.update(t)
+	return t
 }
 
 func (s *Sim) customerOf(c *call) (*customer, *apiError) {
@@ -342,6 +346,7 @@ func (s *Sim) deactivateChat(c *call) (any, *apiError) {
 		return nil, &apiError{Type: "chat_inactive", Message: "Chat is inactive"}
 	}
 	ch.last().active = false
+	s.queue.update(ch.last())
 	return struct{}{}, nil
 }
 
@@ -388,7 +393,7 @@ func (s *Sim) queueOf(t *thread) *wireQueue {
 	if len(t.agents) > 0 || !t.active {
 		return nil
 	}
-	return &wireQueue{Position: 1, WaitTime: int(s.now().Sub(t.queuedAt) / time.Second), QueuedAt: fmtTime(t.queuedAt)}
+	return &wireQueue{Position: max(s.queue.position(t), 1), WaitTime: int(s.now().Sub(t.queuedAt) / time.Second), QueuedAt: fmtTime(t.queuedAt)}
 }
 
 func (s *Sim) renderThread(ch *chat, i int, agentSide bool) wireThread {

@@ -99,6 +99,7 @@ type Sim struct {
 	tokens    shards[tokenInfo]
 	customers shards[*customer]
 	chats     shards[*chat]
+	queue     waitQueue
 	chatSeq   atomic.Uint64 // creation order for Chats()
 
 	hooksMu sync.RWMutex
@@ -400,6 +401,7 @@ func (s *Sim) resetState() {
 	s.tokens.reset()
 	s.customers.reset()
 	s.chats.reset()
+	s.queue.reset()
 	s.hooksMu.Lock()
 	s.hooks = map[string]*webhookReg{}
 	s.enabled = map[string]bool{}
