@@ -1,13 +1,19 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
+	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/outbound"
+	"github.com/handoff-dev/handoff/stream"
+	"github.com/handoff-dev/handoff/worker"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // esLines is the text of every fulfillment message of an ES answer.
@@ -170,5 +176,75 @@ func TestDialogflowPullSkipsWhatPushSurfacesShowed(t *testing.T) {
 			_, b := e.do(request{path: "/dialogflow/es", body: esTurnBody("c-1", "hi", "en")})
 			sameLines(t, "turn", esLines(t, b), tc.want...)
 		})
+	}
+}
+
+// End to end on real NATS, Redis, the gateway, the worker, the outbound
+// delivery and the LiveChat simulator, without a callback: the agent's
+// reply carries the agent's name (AgentName, from LiveChat's webhooks),
+// and the Dialogflow user reads it, named, in the answer to their next
+// turn. Without AgentName filled in, the line would read "Agent: ...".
+func TestDialogflowUserReadsTheNamedAgentsReplyOnTheNextTurn(t *testing.T) {
+	s := newStatusEnv(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	quiet := slog.New(slog.DiscardHandler)
+	w, err := worker.New(worker.Config{Continuous: true}, s.js, s.lc, s.st, prometheus.NewRegistry(), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m, err := outbound.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob, err := outbound.New(outbound.DefaultConfig(), s.js, s.st, outbound.Routes{}, m, reg, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 2)
+	go func() { done <- w.Run(ctx) }()
+	go func() { done <- ob.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
+
+	if code, b := s.do(request{path: "/dialogflow/es", body: esHandoff}); code != 200 {
+		t.Fatalf("handoff: %d %s", code, b)
+	}
+	var chatID string
+	waitFor(t, "the worker to open the chat", func() bool {
+		if chats := s.sim.Chats(); len(chats) == 1 {
+			chatID = chats[0].ID
+			return true
+		}
+		return false
+	})
+	if err := s.sim.AgentMessage(chatID, "Hi, I'm here to help"); err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	waitFor(t, "the agent's message on the feed", func() bool {
+		for _, ev := range s.stored(stream.FeedStream, stream.FeedSubject(esSession)) {
+			if ev.Type == handoff.TypeMessageAgent {
+				var m handoff.AgentMessage
+				_ = json.Unmarshal(ev.Data, &m)
+				name = m.AgentName
+				return true
+			}
+		}
+		return false
+	})
+	if name == "" {
+		for _, ev := range s.outEvents(esSession) {
+			t.Logf("out: %s %s", ev.Type, ev.Data)
+		}
+		t.Fatal("message.agent without agent_name")
+	}
+	code, b := s.do(request{path: "/dialogflow/es", body: esTurnBody("after-reply", "thanks", "en")})
+	if code != 200 {
+		t.Fatalf("%d %s", code, b)
+	}
+	// Status lines (queued, joined) may come first, in LiveChat's order.
+	lines := esLines(t, b)
+	if len(lines) == 0 || lines[len(lines)-1] != name+": Hi, I'm here to help" {
+		t.Errorf("next turn: lines %q, want the agent's reply last, named %q", lines, name)
 	}
 }

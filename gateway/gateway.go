@@ -182,6 +182,10 @@ type Config struct {
 	// does not know yet is held, while a handoff is pending, before the
 	// answer asks LiveChat to deliver it again (see chatConversation).
 	UnknownChatWait time.Duration
+	// AgentNameWait is how long an agent's message is held when the
+	// agent's name has not arrived yet (LiveChat delivers the join
+	// webhook independently of the message); 0 does not wait.
+	AgentNameWait time.Duration
 }
 
 // DefaultConfig returns the defaults documented in
@@ -216,6 +220,7 @@ func DefaultConfig() Config {
 		Limits:             DefaultLimits(),
 		SlowDownReply:      map[string]string{"": "You are sending messages faster than we can pass them on. Please wait a moment and send that again."},
 		UnknownChatWait:    DefaultUnknownChatWait,
+		AgentNameWait:      DefaultAgentNameWait,
 		MaxStreams:         DefaultMaxStreams,
 		WhenNoAgents:       WhenNoAgentsWait,
 		DialogflowPull:     DialogflowPullAuto,

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -252,5 +253,62 @@ func TestBadRequestReasonsNameTheField(t *testing.T) {
 				t.Errorf("%s: reason %q speaks Go (%q)", tc.r.path, reason, goWords)
 			}
 		}
+	}
+}
+
+// LiveChat delivers an agent's first message and the webhook saying who
+// joined independently, often the message first. Seen failing before the
+// fix (also end to end in
+// TestDialogflowUserReadsTheNamedAgentsReplyOnTheNextTurn, 6 of 6 runs):
+// the message.agent went out without agent_name, so the user read
+// "Agent: ..." instead of the agent's name.
+func TestAgentMessageCarriesTheNameThatArrivesJustAfterIt(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.LiveChatWebhookSecret = testWebhookSecret })
+	conv := "projects/acme/agent/sessions/named-1"
+	if _, err := e.st.UpdateConversation(context.Background(), conv, func(c *handoff.Conversation) error {
+		c.Mode, c.ChatID, c.ThreadID, c.CustomerID = handoff.ModeQueued, "PS0X0L086G", "PZ070E0W1B", "cust-1"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	joined := webhookBody("user_added_to_chat", testWebhookSecret, `{"chat_id":"PS0X0L086G","thread_id":"PZ070E0W1B",
+		"user":{"id":"agent-1","name":"Tom Agent","email":"agent-1@example.com","type":"agent","present":true},"user_type":"agent"}`)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		time.Sleep(200 * time.Millisecond) // the join webhook comes second
+		if code, b := e.do(request{path: "/livechat/webhook", body: joined, auth: "-"}); code != 200 {
+			t.Errorf("join: %d %s", code, b)
+		}
+	}()
+	if code, b := e.do(request{path: "/livechat/webhook", body: webhookBody("incoming_event", testWebhookSecret,
+		agentEvent("PZ070E0W1B_2", "message", "agent-1", "all", "Hi, I'm Tom")), auth: "-"}); code != 200 {
+		t.Fatalf("message: %d %s", code, b)
+	}
+	wg.Wait()
+	// An author no join webhook ever names: published without a name,
+	// after one wait; the next message does not wait again.
+	for _, id := range []string{"PZ070E0W1B_3", "PZ070E0W1B_4"} {
+		if code, b := e.do(request{path: "/livechat/webhook", body: webhookBody("incoming_event", testWebhookSecret,
+			agentEvent(id, "message", "supervisor-9", "all", "Supervisor here")), auth: "-"}); code != 200 {
+			t.Fatalf("unnamed message: %d %s", code, b)
+		}
+	}
+	names := map[string][]string{}
+	for _, ev := range e.outEvents(conv) {
+		if ev.Type == handoff.TypeMessageAgent {
+			var m handoff.AgentMessage
+			if err := json.Unmarshal(ev.Data, &m); err != nil {
+				t.Fatal(err)
+			}
+			names[m.AgentID] = append(names[m.AgentID], m.AgentName)
+		}
+	}
+	if got := names["agent-1"]; len(got) != 1 || got[0] != "Tom Agent" {
+		t.Errorf("agent-1's message names %q, want [Tom Agent]", got)
+	}
+	if got := names["supervisor-9"]; len(got) != 2 || got[0] != "" || got[1] != "" {
+		t.Errorf("supervisor's messages %q, want two, without a name", got)
 	}
 }

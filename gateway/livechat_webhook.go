@@ -143,8 +143,12 @@ func (g *Gateway) relayAgentEvent(ctx context.Context, d livechat.WebhookDeliver
 	if strings.TrimSpace(text) == "" {
 		return ignored("no text"), nil
 	}
+	name, err := g.agentName(ctx, rec.ID, p.ChatID, ev.AuthorID, rec.Agents)
+	if err != nil {
+		return webhookResult{}, err
+	}
 	msg := handoff.AgentMessage{
-		Text: text, AgentID: ev.AuthorID, AgentName: rec.Agents[ev.AuthorID], ChatID: p.ChatID, LiveChatEventID: ev.ID,
+		Text: text, AgentID: ev.AuthorID, AgentName: name, ChatID: p.ChatID, LiveChatEventID: ev.ID,
 		ReplyTo: rec.ReplyTo, Language: rec.Language,
 	}
 	id := handoff.AgentMessageID(p.ChatID, ev.ID)
