@@ -51,6 +51,13 @@ func (g *Gateway) relayIncomingChat(ctx context.Context, d livechat.WebhookDeliv
 	if q == nil {
 		return ignored("the chat is not queued"), nil
 	}
+	if rec.Mode == handoff.ModeAgent {
+		// The webhook describes the chat as LiveChat created it; it may
+		// come late (held until the worker recorded the chat, or
+		// retried) when an agent has already taken it or written: "you
+		// are in the queue" after the agent's words would mislead.
+		return ignored("an agent already has the chat"), nil
+	}
 	return g.relayQueued(ctx, rec, p.Chat.ID, p.Chat.Thread.ID, *q)
 }
 

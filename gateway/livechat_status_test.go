@@ -263,3 +263,34 @@ func TestBadRequestReasonsSpeakJSONNotGo(t *testing.T) {
 		}
 	}
 }
+
+// LiveChat's incoming_chat describes the chat as it was created, queued,
+// and may arrive late: held until the worker recorded the chat, or
+// retried. Once an agent has the chat, telling the user "you are in the
+// queue" would contradict the agent's words already shown. Seen failing
+// before the fix: chat.queued published for a conversation in mode agent
+// (end to end: the Dialogflow answer listed the queue line after the
+// agent's reply).
+func TestLateIncomingChatDoesNotQueueAConversationAnAgentHas(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.LiveChatWebhookSecret = testWebhookSecret })
+	conv := "projects/acme/agent/sessions/late-1"
+	if _, err := e.st.UpdateConversation(context.Background(), conv, func(c *handoff.Conversation) error {
+		c.Mode, c.ChatID, c.ThreadID, c.CustomerID = handoff.ModeAgent, "PJ0MRSHTDG", "K600PKZON8", "cust-1"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	body := webhookBody("incoming_chat", testWebhookSecret, `{"chat":{"id":"PJ0MRSHTDG","users":[],
+		"thread":{"id":"K600PKZON8","active":true,"queue":{"position":1,"wait_time":30,"queued_at":"2026-11-30T10:00:00Z"}}}}`)
+	if code, b := e.do(request{path: "/livechat/webhook", body: body, auth: "-"}); code != 200 {
+		t.Fatalf("%d %s", code, b)
+	}
+	for _, ev := range e.outEvents(conv) {
+		if ev.Type == handoff.TypeChatQueued {
+			t.Errorf("chat.queued published while an agent has the chat: %s", ev.Data)
+		}
+	}
+	if m := e.mode(conv); m != handoff.ModeAgent {
+		t.Errorf("mode %s, want agent", m)
+	}
+}
