@@ -159,9 +159,13 @@ type Conversation struct {
 	// Agents maps the LiveChat agents seen in the chat (ID to name), so an
 	// agent's message can carry the name although LiveChat's message
 	// webhook does not. At most MaxAgents entries; SetAgent keeps it so.
-	Agents  map[string]string `json:"agents,omitempty"`
-	Version int64             `json:"version"`
-	Updated time.Time         `json:"updated,omitzero"`
+	Agents map[string]string `json:"agents,omitempty"`
+	// Funnel is the current (or last) handoff's way through the funnel
+	// stages, for the handoff_funnel_* metrics; nil before the first
+	// handoff.
+	Funnel  *Funnel   `json:"funnel,omitempty"`
+	Version int64     `json:"version"`
+	Updated time.Time `json:"updated,omitzero"`
 }
 
 // MaxAppliedEvents caps the event IDs a conversation remembers: at about

@@ -180,7 +180,7 @@ func (g *Gateway) relayNoAgents(ctx context.Context, rec handoff.Conversation, c
 	if back {
 		cancelID := deriveID("livechat", "no_agents_cancel", chatID, threadID)
 		_, err := g.timed(ctx, func(ctx context.Context) (publisher.Receipt, error) {
-			return g.pub.CancelHandoff(ctx, rec.ID, handoff.HandoffCancelled{Reason: "no agent available"}, publisher.WithID(cancelID))
+			return g.pub.CancelHandoff(ctx, rec.ID, handoff.HandoffCancelled{Reason: handoff.CancelReasonNoAgents}, publisher.WithID(cancelID))
 		})
 		if err != nil {
 			return webhookResult{}, err

@@ -1,6 +1,7 @@
 package outbound
 
 import (
+	"github.com/handoff-dev/handoff/internal/funnel"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -11,6 +12,9 @@ type Metrics struct {
 	deliveries *prometheus.CounterVec
 	latency    *prometheus.HistogramVec
 	circuit    *prometheus.GaugeVec
+	// funnel is shared with the worker in the same process (funnel.New
+	// returns the set already registered).
+	funnel *funnel.Metrics
 }
 
 // NewMetrics registers outbound's metrics on reg.
@@ -34,6 +38,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
+	}
+	var err error
+	if m.funnel, err = funnel.New(reg); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -124,6 +124,9 @@ func (h *Handler) Handle(ctx context.Context, d *ordered.Delivery) error {
 		h.m.deliveries.WithLabelValues("any", "duplicate").Inc()
 		return ordered.ErrDuplicate
 	}
+	if err := h.funnelStep(ctx, conv, d); err != nil {
+		return err
+	}
 	if err := d.CheckLease(); err != nil {
 		return err
 	}

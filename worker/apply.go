@@ -32,7 +32,7 @@ func (w *Worker) apply(ctx context.Context, it *ordered.Delivery, ev handoff.Eve
 	case *handoff.UserMessage:
 		return w.applyMessage(ctx, it, ev, rec, p, uncertain)
 	case *handoff.HandoffCancelled:
-		return w.applyCancel(ctx, it, ev, rec)
+		return w.applyCancel(ctx, it, ev, rec, p)
 	}
 	return ordered.Permanent("unsupported_type", fmt.Errorf("event type %s does not belong on the inbound stream", ev.Type))
 }
@@ -98,6 +98,10 @@ func (w *Worker) applyHandoff(ctx context.Context, it *ordered.Delivery, ev hand
 		})
 	}
 
+	rec, err := w.beginFunnel(ctx, it, ev, rec, p)
+	if err != nil {
+		return err
+	}
 	customerID, created, err := w.ensureCustomer(ctx, it, ev.Subject, rec)
 	if err != nil {
 		return err
@@ -180,7 +184,15 @@ func (w *Worker) applyHandoff(ctx context.Context, it *ordered.Delivery, ev hand
 		threadID = resp.ThreadID
 	}
 	w.log.Info("handoff opened", "conversation", ev.Subject, "chat", chatID, "thread", threadID, "group", group)
-	return w.commit(ctx, it, ev, rec, func(c *handoff.Conversation) {
+	var started funnelStep
+	err = w.commit(ctx, it, ev, rec, func(c *handoff.Conversation) {
+		started = funnelStep{}
+		if c.Funnel != nil && c.Funnel.Handoff == ev.ID {
+			f := *c.Funnel
+			if d, ok := f.Reach(handoff.StageChatStarted, time.Now()); ok {
+				c.Funnel, started = &f, funnelStep{f: &f, stage: handoff.StageChatStarted, since: d}
+			}
+		}
 		c.Mode = handoff.ModeQueued
 		c.CustomerID = customerID
 		c.ChatID = chatID
@@ -191,6 +203,10 @@ func (w *Worker) applyHandoff(ctx context.Context, it *ordered.Delivery, ev hand
 			c.ReplyTo = p.ReplyTo
 		}
 	})
+	if err == nil {
+		started.count(w.funnel)
+	}
+	return err
 }
 
 // openingEvents are the chat's first events: the bot transcript, the user
@@ -380,7 +396,7 @@ func (w *Worker) sendEvent(ctx context.Context, it *ordered.Delivery, rec *hando
 	return nil
 }
 
-func (w *Worker) applyCancel(ctx context.Context, it *ordered.Delivery, ev handoff.Event, rec handoff.Conversation) error {
+func (w *Worker) applyCancel(ctx context.Context, it *ordered.Delivery, ev handoff.Event, rec handoff.Conversation, p *handoff.HandoffCancelled) error {
 	if chatLive(rec) {
 		tok, err := w.tokens.customer(ctx, rec.CustomerID)
 		if err != nil {
@@ -392,9 +408,25 @@ func (w *Worker) applyCancel(ctx context.Context, it *ordered.Delivery, ev hando
 		}
 		w.log.Info("handoff cancelled", "conversation", ev.Subject, "chat", rec.ChatID)
 	}
-	return w.commit(ctx, it, ev, rec, func(c *handoff.Conversation) {
+	reason := handoff.AbandonUserCancelled
+	if p.Reason == handoff.CancelReasonNoAgents {
+		reason = handoff.AbandonNoAgents
+	}
+	var ended funnelStep
+	err := w.commit(ctx, it, ev, rec, func(c *handoff.Conversation) {
+		ended = funnelStep{}
+		if c.Funnel != nil {
+			f := *c.Funnel
+			if stage, d, ab := f.End(eventTime(ev), reason); stage != "" || ab != "" {
+				c.Funnel, ended = &f, funnelStep{f: &f, stage: stage, since: d, abandoned: ab}
+			}
+		}
 		c.Mode = handoff.ModeBot
 	})
+	if err == nil {
+		ended.count(w.funnel)
+	}
+	return err
 }
 
 // call runs one LiveChat request behind the circuit breaker, after making

@@ -393,6 +393,9 @@ func (r *sweepRun) reconcile(ctx context.Context, rec handoff.Conversation, sum 
 		if moved {
 			r.add(func(s *SweepStats) { s.Joined++ })
 		}
+		if err := w.reachFunnel(ctx, rec.ID, rec.ChatID, handoff.StageAgentJoined); err != nil {
+			return err
+		}
 	}
 	if t.Active && !joined && rec.Mode == handoff.ModeQueued && !t.CreatedAt.IsZero() && time.Since(t.CreatedAt) >= w.cfg.PickupTimeout {
 		return r.pickupTimeout(ctx, rec, t)
@@ -435,6 +438,12 @@ func (r *sweepRun) pickupTimeout(ctx context.Context, rec handoff.Conversation, 
 	}
 	back := w.cfg.PickupAction != PickupWait
 	if back {
+		// Abandoned before the chat is closed: the chat.closed the close
+		// causes then finds the handoff ended and counts nothing.
+		if err := w.abandonFunnel(ctx, rec.ID, rec.ChatID, handoff.AbandonPickupTimeout); err != nil {
+			_ = w.st.Forget(ctx, "pickup."+rec.ChatID+"."+t.ID)
+			return err
+		}
 		err := r.call(ctx, "deactivate_chat", func(ctx context.Context) error {
 			return w.lc.AgentDeactivateChat(ctx, r.tok, rec.ChatID)
 		})

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/handoff-dev/handoff/internal/funnel"
 	"github.com/handoff-dev/handoff/internal/ordered"
 	"github.com/handoff-dev/handoff/livechat"
 	"github.com/handoff-dev/handoff/store"
@@ -158,6 +159,7 @@ type Worker struct {
 	st      store.Store
 	log     *slog.Logger
 	m       *metrics
+	funnel  *funnel.Metrics
 	tokens  *tokens
 	breaker *breaker // the Web API
 	// accounts is the breaker of the accounts service (tokens).
@@ -183,13 +185,18 @@ func New(cfg Config, js jetstream.JetStream, lc *livechat.Client, st store.Store
 	if err != nil {
 		return nil, err
 	}
+	fm, err := funnel.New(reg)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
 	w := &Worker{
-		cfg: cfg,
-		js:  js,
-		lc:  lc,
-		st:  st,
-		log: log,
-		m:   m,
+		cfg:    cfg,
+		js:     js,
+		lc:     lc,
+		st:     st,
+		log:    log,
+		m:      m,
+		funnel: fm,
 	}
 	w.breaker = newBreaker("api", cfg.BreakerFailures, cfg.BreakerOpenFor, m)
 	w.accounts = newBreaker("accounts", cfg.BreakerFailures, cfg.BreakerOpenFor, m)

@@ -167,6 +167,10 @@ func testUpdatePersists(t *testing.T, s store.Store) {
 			{ID: "projects/p/agent/sessions/s1/responses/\"r\"", At: at.Unix() + 1},
 		},
 		ReplyTo: handoff.ReplyTo{Channel: handoff.ChannelGoogleChat, Address: "spaces/AAA/threads/BBB"},
+		// The funnel's stage times are what the metrics' durations are
+		// computed from on another process: they must come back exactly.
+		Funnel: &handoff.Funnel{Handoff: "evt-1", Channel: "google-chat", Group: "7", Requested: at.UnixMilli(),
+			ChatStarted: at.UnixMilli() + 250, Queued: at.UnixMilli() + 900, Abandoned: handoff.AbandonUserCancelled},
 	}
 	got := update(t, s, "c1", func(c *handoff.Conversation) {
 		if c.Version != 0 || c.Mode != handoff.ModeBot {
