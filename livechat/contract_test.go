@@ -379,6 +379,9 @@ func TestValidation(t *testing.T) {
 		{"unknown type", livechat.Event{Type: "smoke_signal", Text: "x"}},
 		{"file without url", livechat.Event{Type: "file"}},
 		{"bad recipients", livechat.Event{Text: "x", Recipients: "everyone"}},
+		// LiveChat requires a system message's type (its text is optional).
+		{"system message without its type", livechat.Event{Type: "system_message", Text: "x"}},
+		{"system event (not sendable in 3.6)", livechat.Event{Type: "system", Text: "x"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -388,6 +391,13 @@ func TestValidation(t *testing.T) {
 				t.Errorf("err = %v, want validation 400", err)
 			}
 		})
+	}
+	// A customer may send a system message of its own type, with or
+	// without text.
+	for _, ev := range []livechat.Event{{Type: "system_message", SystemMessageType: "handoff_cancelled", Text: "left"}, {Type: "system_message", SystemMessageType: "handoff_cancelled"}} {
+		if _, err := e.client.SendEvent(ctx, cust.AccessToken, start.ChatID, ev, false); err != nil {
+			t.Errorf("customer system message %+v: %v", ev, err)
+		}
 	}
 	// Over-long text is refused before it leaves the client...
 	long := strings.Repeat("a", livechat.MaxTextBytes+1)

@@ -32,7 +32,7 @@ func (w *Worker) apply(ctx context.Context, it *ordered.Delivery, ev handoff.Eve
 	case *handoff.UserMessage:
 		return w.applyMessage(ctx, it, ev, rec, p, uncertain)
 	case *handoff.HandoffCancelled:
-		return w.applyCancel(ctx, it, ev, rec, p)
+		return w.applyCancel(ctx, it, ev, rec, p, uncertain)
 	}
 	return ordered.Permanent("unsupported_type", fmt.Errorf("event type %s does not belong on the inbound stream", ev.Type))
 }
@@ -396,11 +396,61 @@ func (w *Worker) sendEvent(ctx context.Context, it *ordered.Delivery, rec *hando
 	return nil
 }
 
-func (w *Worker) applyCancel(ctx context.Context, it *ordered.Delivery, ev handoff.Event, rec handoff.Conversation, p *handoff.HandoffCancelled) error {
+// CancelSystemMessageType is the system_message_type of the notice the
+// agent sees when the user goes back to the bot. LiveChat lets an
+// application name its own system messages
+// (https://platform.text.com/docs/messaging/references/system-messages),
+// and the Customer Chat API's send_event takes a system_message with a
+// system_message_type and a text
+// (https://platform.text.com/docs/messaging/customer-chat-api/data-structures#system-message).
+const CancelSystemMessageType = "handoff_cancelled"
+
+// cancelNotice is the text of that notice.
+func cancelNotice(reason string) string {
+	const text = "The customer went back to the bot and left this chat."
+	reason = strings.TrimSpace(reason)
+	if reason == "" {
+		return text
+	}
+	if r := []rune(reason); len(r) > 200 {
+		reason = string(r[:200]) + "…"
+	}
+	return text + " (" + reason + ")"
+}
+
+// applyCancel tells the agent, with a system message in the chat, that
+// the user went back to the bot, then ends the chat. The notice comes
+// first: once the chat is inactive the customer can no longer write to
+// it, and a chat that simply ended would look to the agent like a user
+// who vanished.
+func (w *Worker) applyCancel(ctx context.Context, it *ordered.Delivery, ev handoff.Event, rec handoff.Conversation, p *handoff.HandoffCancelled, uncertain bool) error {
 	if chatLive(rec) {
 		tok, err := w.tokens.customer(ctx, rec.CustomerID)
 		if err != nil {
 			return err
+		}
+		notice := livechat.Event{Type: livechat.EventSystemMessage, SystemMessageType: CancelSystemMessageType,
+			Text: cancelNotice(p.Reason), CustomID: ev.ID + "/cancelled"}
+		sent := false
+		if uncertain {
+			err := w.call(ctx, it, func(ctx context.Context) error {
+				_, sent, err = w.lc.FindEvent(ctx, tok, rec.ChatID, notice.CustomID)
+				return err
+			})
+			if err != nil {
+				return w.tokenError(rec.CustomerID, err)
+			}
+		}
+		if !sent {
+			err = w.call(ctx, it, func(ctx context.Context) error {
+				_, err := w.lc.SendEvent(ctx, tok, rec.ChatID, notice, false)
+				return err
+			})
+			// An inactive chat has nobody to tell (and must not be
+			// resumed for it).
+			if err != nil && !livechat.IsChatInactive(err) {
+				return w.tokenError(rec.CustomerID, err)
+			}
 		}
 		err = w.call(ctx, it, func(ctx context.Context) error { return w.lc.DeactivateChat(ctx, tok, rec.ChatID) })
 		if err != nil && !livechat.IsChatInactive(err) {

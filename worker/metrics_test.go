@@ -31,7 +31,8 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	e.publish(handoff.TypeMessageUser, conv(500), handoff.UserMessage{Text: "rejected"})
 	e.waitDrained(20 * time.Second)
 	e.sim.ResetFaults()
-	// One cancel: the conversation goes back to the bot.
+	// One cancel: the agent is told (one send_event of a system message),
+	// the conversation goes back to the bot.
 	e.publish(handoff.TypeHandoffCancelled, conv(501), handoff.HandoffCancelled{})
 	e.waitDrained(20 * time.Second)
 
@@ -59,11 +60,11 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		{"handoff_worker_end_to_end_lag_seconds", nil, applied},
 		{"handoff_worker_events_in_flight", nil, 0},
 		{"handoff_livechat_requests_total", []string{"action", "start_chat", "code", "200"}, convs},
-		{"handoff_livechat_requests_total", []string{"action", "send_event", "code", "200"}, convs * msgs},
+		{"handoff_livechat_requests_total", []string{"action", "send_event", "code", "200"}, convs*msgs + 1},
 		{"handoff_livechat_requests_total", []string{"action", "send_event", "code", "400"}, 1},
 		{"handoff_livechat_requests_total", []string{"action", "deactivate_chat", "code", "200"}, 1},
 		{"handoff_livechat_requests_total", []string{"action", "customer_token", "code", "200"}, convs},
-		{"handoff_livechat_request_duration_seconds", []string{"action", "send_event"}, convs*msgs + 1},
+		{"handoff_livechat_request_duration_seconds", []string{"action", "send_event"}, convs*msgs + 2},
 		{"handoff_worker_token_reissues_total", []string{"kind", "agent"}, 1},
 		{"handoff_worker_livechat_circuit_state", nil, 0},
 	}

@@ -88,8 +88,10 @@ func validateEvent(e *inEvent, i int) *apiError {
 			return errValidation("`" + where + ".url` is required")
 		}
 	case "system_message":
-		if e.Text == "" {
-			return errValidation("`" + where + ".text` is required")
+		// LiveChat requires the type of a system message; its text is
+		// optional (https://platform.text.com/docs/messaging/customer-chat-api/data-structures#system-message).
+		if e.SystemMessageType == "" {
+			return errValidation("`" + where + ".system_message_type` is required")
 		}
 	case "rich_message", "filled_form", "custom":
 	default:
