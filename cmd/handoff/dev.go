@@ -34,6 +34,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		callbackURL    string
 		callbackSecret string
 		dialogflowPull string
+		esFollowup     string
 		demoAddr       string
 	)
 	f := newFlags("dev", "[flags]", "Run the whole service in one process for local development: an embedded NATS\nserver with JetStream and the streams, the state store (Redis when --redis-url\nis given or redis-server is on PATH, otherwise JetStream key-value buckets on\nthe embedded NATS: nothing to install), the LiveChat simulator, a worker and\nthe gateway (with authentication off, listening on loopback). Data stays in\n--data-dir, so the next start resumes. Stop with Ctrl-C.")
@@ -50,6 +51,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	f.String(&callbackURL, "callback-url", "HANDOFF_CALLBACK_URL", "", "POST agents' replies of REST and Dialogflow conversations here, signed (see docs/callbacks.md; empty: feed only)")
 	f.String(&callbackSecret, "callback-secret", "HANDOFF_CALLBACK_SECRET", "", "callback signing secret, whsec_<base64> (prefer the environment variable)")
 	f.String(&dialogflowPull, "dialogflow-pull", "HANDOFF_GATEWAY_DIALOGFLOW_PULL", "auto", "answer each Dialogflow turn with the agent's messages no push surface showed yet: auto (on when --callback-url is empty), on or off")
+	f.String(&esFollowup, "es-followup-event", "HANDOFF_GATEWAY_ES_FOLLOWUP_EVENT", "", "ES event (e.g. HANDOFF_ENDED) the first answer after the chat closed, or a cancel, invokes so the bot takes the turn (empty: none)")
 	if err := f.parse(args, stdout); err != nil {
 		return err
 	}
@@ -123,7 +125,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 			"--metrics-addr", metricsAddr, "--callback-url", callbackURL, "--callback-secret", callbackSecret}, storeArgs...)},
 		{"gateway", runGateway, append([]string{"--nats-url", natsURL,
 			"--listen", gatewayAddr, "--insecure-no-auth", "--livechat-webhook-secret", devWebhookSecret,
-			"--callback-url", callbackURL, "--dialogflow-pull", dialogflowPull}, storeArgs...)},
+			"--callback-url", callbackURL, "--dialogflow-pull", dialogflowPull, "--es-followup-event", esFollowup}, storeArgs...)},
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+
 	"os/exec"
 	"strings"
 	"testing"
@@ -184,5 +185,157 @@ func TestDevDeliversAgentRepliesToTheCallback(t *testing.T) {
 		if strings.Contains(string(c.Data), "VIP") {
 			t.Errorf("the internal note reached the feed: %s", c.Data)
 		}
+	}
+}
+
+// Issue 9's acceptance 1, its Dialogflow end, on the real thing: `handoff
+// dev` with a callback and --es-followup-event. An ES and a CX session hand
+// off; the simulated agent closes both chats (/_sim/chats/{id}/close);
+// chat.closed reaches the callback (the event stream is the REST test's
+// above: dev has no API key scoped to Dialogflow sessions); the next ES turn clears the live-agent context (lifespan 0), says the closed
+// text and invokes the follow-up event so the bot takes the turn; the next
+// CX turn sets live_agent to null with the closed text; after that the
+// bot answers alone.
+func TestDevDialogflowBackToTheBotAfterTheClose(t *testing.T) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("dev needs redis-server on PATH")
+	}
+	rcv := testenv.StartCallbackReceiver(t, testenv.NewSecret(t))
+	sim := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	gw := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	var out lockedBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runDev(ctx, []string{"--nats-port", "-1", "--data-dir", t.TempDir(), "--sim-addr", sim,
+			"--gateway-addr", gw, "--metrics-addr", metrics, "--demo-addr", "", "--log-level", "warn",
+			"--callback-url", rcv.URL(), "--callback-secret", rcv.Secret(), "--es-followup-event", "HANDOFF_ENDED"}, &out)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("dev: %v", err)
+			}
+		case <-time.After(40 * time.Second):
+			t.Errorf("dev did not stop")
+		}
+	}()
+	w := walkthrough{t: t, gw: "http://" + gw, sim: "http://" + sim, deadline: time.Now().Add(60 * time.Second)}
+	for !strings.Contains(out.String(), "handoff dev is running") {
+		if time.Now().After(w.deadline) {
+			t.Fatalf("dev did not start:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	const (
+		es = "projects/acme-bot/agent/sessions/es-after-close"
+		cx = "projects/acme/locations/global/agents/a1/sessions/cx-after-close"
+	)
+	// Dialogflow's webhook calls, as ES and CX send them (dev turns
+	// authentication off).
+	turn := func(path, body string) map[string]any {
+		t.Helper()
+		resp, err := http.Post(w.gw+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var got map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("POST %s: %s, %v", path, resp.Status, err)
+		}
+		return got
+	}
+	esTurn := func(id, text string) map[string]any {
+		return turn("/dialogflow/es", `{"session":"`+es+`","responseId":"`+id+`","queryResult":{"queryText":"`+text+
+			`","languageCode":"en","intent":{"name":"projects/acme-bot/agent/intents/9","displayName":"catch-all"},"parameters":{},
+			"outputContexts":[{"name":"`+es+`/contexts/live-agent","lifespanCount":49}]}}`)
+	}
+	cxTurn := func(id, text string) map[string]any {
+		return turn("/dialogflow/cx", `{"detectIntentResponseId":"`+id+`","text":"`+text+`","languageCode":"en",
+			"sessionInfo":{"session":"`+cx+`","parameters":{"live_agent":true}},"messages":[{"text":{"text":["Bot says hi"]}}]}`)
+	}
+	turn("/dialogflow/es", `{"session":"`+es+`","responseId":"es-1","queryResult":{"queryText":"I want to talk to an agent","languageCode":"en",
+		"intent":{"name":"projects/acme-bot/agent/intents/123","displayName":"live-agent","liveAgentHandoff":true},"parameters":{}}}`)
+	turn("/dialogflow/cx", `{"detectIntentResponseId":"cx-1","text":"talk to a human please","languageCode":"en",
+		"fulfillmentInfo":{"tag":"live-agent-handoff"},"sessionInfo":{"session":"`+cx+`","parameters":{}},
+		"messages":[{"liveAgentHandoff":{"metadata":{"reason":"billing"}}}]}`)
+	// The REST surface may not read Dialogflow sessions' records, so the
+	// chats are told apart by what each user said.
+	esChat, cxChat := w.chatSaying("I want to talk to an agent"), w.chatSaying("talk to a human please")
+
+	w.post(w.sim+"/_sim/chats/"+esChat+"/close", `{}`)
+	w.post(w.sim+"/_sim/chats/"+cxChat+"/close", `{}`)
+	closedFor := map[string]bool{}
+	for len(closedFor) < 2 && time.Now().Before(w.deadline) {
+		for _, c := range rcv.Received() {
+			if c.Event.Type == handoff.TypeChatClosed {
+				closedFor[c.Event.Subject] = true
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !closedFor[es] || !closedFor[cx] {
+		t.Fatalf("chat.closed reached the callback for %v, want both sessions", closedFor)
+	}
+
+	const closedText = "The agent ended the chat. You are back with the bot."
+	got := esTurn("es-2", "hello?")
+	b, _ := json.Marshal(got)
+	ctxs, _ := got["outputContexts"].([]any)
+	cleared := false
+	for _, c := range ctxs {
+		if m, _ := c.(map[string]any); m["name"] == es+"/contexts/live-agent" && m["lifespanCount"] == float64(0) {
+			cleared = true
+		}
+	}
+	followup, _ := got["followupEventInput"].(map[string]any)
+	params, _ := followup["parameters"].(map[string]any)
+	if !cleared || got["fulfillmentText"] != closedText || followup["name"] != "HANDOFF_ENDED" || params["text"] != closedText {
+		t.Errorf("first ES turn after the close answered %s; want the live-agent context at lifespan 0, the closed text and the HANDOFF_ENDED follow-up event", b)
+	}
+	got = cxTurn("cx-2", "hello?")
+	b, _ = json.Marshal(got)
+	session, _ := got["sessionInfo"].(map[string]any)
+	cxParams, _ := session["parameters"].(map[string]any)
+	if v, ok := cxParams["live_agent"]; !ok || v != nil || !strings.Contains(string(b), closedText) {
+		t.Errorf("first CX turn after the close answered %s; want live_agent null and the closed text", b)
+	}
+	// The bot has both users again: the gateway says nothing more.
+	if got := esTurn("es-3", "and now?"); len(got) != 0 {
+		t.Errorf("the next ES turn got %v from the gateway, want the bot's turn ({})", got)
+	}
+	if got := cxTurn("cx-3", "and now?"); len(got) != 0 {
+		t.Errorf("the next CX turn got %v from the gateway, want the bot's turn ({})", got)
+	}
+}
+
+// chatSaying waits for the simulator's chat in which the customer said
+// text and returns its ID.
+func (w walkthrough) chatSaying(text string) string {
+	w.t.Helper()
+	for {
+		var chats []struct {
+			ID     string
+			Events []struct{ Text string }
+		}
+		if resp, err := http.Get(w.sim + "/_sim/chats"); err == nil {
+			_ = json.NewDecoder(resp.Body).Decode(&chats)
+			resp.Body.Close()
+		}
+		for _, c := range chats {
+			for _, e := range c.Events {
+				if e.Text == text {
+					return c.ID
+				}
+			}
+		}
+		if time.Now().After(w.deadline) {
+			w.t.Fatalf("%q never reached the simulator: %+v", text, chats)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
