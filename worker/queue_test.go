@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/livechat/livechatsim"
 )
 
 // queuedPositions lists the positions of a conversation's chat.queued
@@ -84,5 +85,40 @@ func TestQueuePollOff(t *testing.T) {
 	}
 	if evs := e.outEvents(conv(1)); len(evs) != 0 {
 		t.Errorf("reverse events with the poll off: %+v", evs)
+	}
+}
+
+// TestQueuePollRespectsRetryAfter: while get_chat is answered 429 with
+// Retry-After, nothing is told; once LiveChat answers again, the position
+// is told once.
+func TestQueuePollRespectsRetryAfter(t *testing.T) {
+	e := newEnv(t)
+	cfg := testConfig()
+	cfg.QueuePollInterval = 300 * time.Millisecond
+	e.startWorker(cfg)
+	if err := e.sim.SetFaults(livechatsim.Faults{Errors: []livechatsim.ErrorFault{{Action: "get_chat", Rate: 1, Type: "too_many_requests", RetryAfter: "1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(handoff.TypeHandoffRequested, conv(1), handoff.HandoffRequested{Text: "agent please"})
+	e.waitDrained(20 * time.Second)
+	rec := e.waitMode(conv(1), handoff.ModeQueued, 10*time.Second)
+	deadline := time.Now().Add(20 * time.Second)
+	for e.sim.Stats()["get_chat"][429] < 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := e.sim.Stats()["get_chat"][429]; n < 2 {
+		t.Fatalf("%d get_chat calls answered 429, want the poll to have tried", n)
+	}
+	if got := e.queuedPositions(conv(1), rec.ChatID, rec.ThreadID); len(got) != 0 {
+		t.Fatalf("positions told while LiveChat refused: %v", got)
+	}
+	e.sim.ResetFaults()
+	deadline = time.Now().Add(20 * time.Second)
+	for len(e.queuedPositions(conv(1), rec.ChatID, rec.ThreadID)) == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(4 * cfg.QueuePollInterval)
+	if got := e.queuedPositions(conv(1), rec.ChatID, rec.ThreadID); fmt.Sprint(got) != "[1]" {
+		t.Errorf("positions told %v, want [1]", got)
 	}
 }
