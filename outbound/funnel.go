@@ -22,7 +22,13 @@ import (
 // An event is the handoff's only when it names the record's chat (and, for
 // a close, its thread) and is not older than the request: LiveChat keeps
 // one chat per customer, so a late event of the previous handoff names the
-// same chat.
+// same chat. A close names its thread; the others are told apart by time.
+// clockSkew is how far the gateway's clock (a reverse event's time) may be
+// behind the clock that stamped the request before an event counts as an
+// earlier handoff's: hosts of one deployment agree within milliseconds,
+// and a stale event of the handoff before comes seconds earlier.
+const clockSkew = 2 * time.Second
+
 func (h *Handler) funnelStep(ctx context.Context, conv string, d *ordered.Delivery) error {
 	var (
 		chatID, threadID string
@@ -62,7 +68,7 @@ func (h *Handler) funnelStep(ctx context.Context, conv string, d *ordered.Delive
 	_, err := h.st.UpdateConversation(ctx, conv, func(c *handoff.Conversation) error {
 		got = counted{}
 		old := c.Funnel
-		if old == nil || old.Ended() || chatID == "" || c.ChatID != chatID || at.UnixMilli() < old.Requested ||
+		if old == nil || old.Ended() || chatID == "" || c.ChatID != chatID || at.Add(clockSkew).UnixMilli() < old.Requested ||
 			(threadID != "" && c.ThreadID != "" && threadID != c.ThreadID) {
 			return store.ErrAbort
 		}

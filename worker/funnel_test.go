@@ -40,12 +40,15 @@ type funnelEnv struct {
 	rcv *testenv.CallbackReceiver
 }
 
-func newFunnelEnv(t *testing.T) *funnelEnv {
+func newFunnelEnv(t *testing.T, mutate func(*gateway.Config)) *funnelEnv {
 	t.Helper()
 	e := &funnelEnv{env: newEnv(t), rcv: testenv.StartCallbackReceiver(t, testenv.NewSecret(t))}
 	gcfg := gateway.DefaultConfig()
 	gcfg.LiveChatWebhookSecret = funnelWebhookSecret
 	gcfg.APIKeys = []string{funnelAPIKey}
+	if mutate != nil {
+		mutate(&gcfg)
+	}
 	_, js := e.nats.Connect()
 	gw, err := gateway.New(gcfg, publisher.New(js), e.newStore(), prometheus.NewRegistry(), quietLog())
 	if err != nil {
@@ -188,7 +191,7 @@ func (e *funnelEnv) waitQuiet() {
 // summed over three worker processes (two at once, then a third), are
 // exactly what happened, and every registry passes client_golang's lint.
 func TestFunnelMetricsCountWhatHappened(t *testing.T) {
-	e := newFunnelEnv(t)
+	e := newFunnelEnv(t, nil)
 	cfg := testConfig()
 	cfg.SweepInterval = 500 * time.Millisecond
 	cfg.PickupTimeout = time.Hour
@@ -311,6 +314,52 @@ func TestFunnelMetricsCountWhatHappened(t *testing.T) {
 	// Both agent replies reached the user once each, after the retries.
 	if n := len(e.rcv.Unique()); n < 2 {
 		t.Errorf("callback receiver has %d events, want at least the two replies", n)
+	}
+}
+
+// TestFunnelNoAgents: LiveChat finds no agent online and archives the
+// chat; with --when-no-agents bot the gateway both tells the user
+// (agents.unavailable, seen by outbound) and cancels the handoff (seen by
+// the worker). The handoff is abandoned once, for no_agents, whichever
+// side comes first, and the close that follows counts nothing. Whether it
+// was counted queued first depends on which of LiveChat's two webhooks
+// (incoming_chat, the archive notice) the gateway relays first, so that
+// one count may be 0 or 1.
+func TestFunnelNoAgents(t *testing.T) {
+	e := newFunnelEnv(t, func(c *gateway.Config) { c.WhenNoAgents = gateway.WhenNoAgentsBot })
+	if err := e.sim.SetFaults(livechatsim.Faults{AgentsOffline: true}); err != nil {
+		t.Fatal(err)
+	}
+	reg, _ := e.startProcess(testConfig())
+	conv := "funnel-nobody"
+	e.rest(conv, "handoff", handoff.HandoffRequested{Text: "agent please"})
+	e.waitFunnel(conv, "abandoned", func(f *handoff.Funnel) bool { return f.Abandoned != "" })
+	e.waitMode(conv, handoff.ModeBot, 20*time.Second)
+	e.waitQuiet()
+
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+	checks := []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"handoff_funnel_stage_total", []string{"stage", "requested", "channel", "rest", "group", "default"}, 1},
+		{"handoff_funnel_stage_total", []string{"stage", "chat_started"}, 1},
+		{"handoff_funnel_stage_total", []string{"stage", "agent_joined"}, 0},
+		{"handoff_funnel_stage_total", []string{"stage", "first_agent_reply"}, 0},
+		{"handoff_funnel_stage_total", []string{"stage", "closed"}, 0},
+		{"handoff_funnel_abandoned_total", nil, 1},
+		{"handoff_funnel_abandoned_total", []string{"reason", handoff.AbandonNoAgents, "channel", "rest", "group", "default"}, 1},
+	}
+	for _, c := range checks {
+		if got := metricValue(t, reg, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	if q := metricValue(t, reg, "handoff_funnel_stage_total", "stage", "queued"); q > 1 {
+		t.Errorf("queued counted %v times", q)
 	}
 }
 
