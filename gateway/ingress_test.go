@@ -178,14 +178,7 @@ func TestESCustomerFromOutputContexts(t *testing.T) {
 // queue field.
 func TestCXHandoffMetadataReachesLiveChat(t *testing.T) {
 	s := newStatusEnv(t, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	w, err := worker.New(worker.Config{Continuous: true}, s.js, s.lc, s.st, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	s.startWorker()
 
 	body := strings.Replace(cxHandoff, `{"reason":"billing"}`, `{"reason":"billing","queue":"billing-tier-2","priority":2}`, 1)
 	code, b := s.do(request{path: "/dialogflow/cx", body: body})
@@ -310,5 +303,52 @@ func TestAgentMessageCarriesTheNameThatArrivesJustAfterIt(t *testing.T) {
 	}
 	if got := names["supervisor-9"]; len(got) != 2 || got[0] != "" || got[1] != "" {
 		t.Errorf("supervisor's messages %q, want two, without a name", got)
+	}
+}
+
+// startWorker runs the inbound worker against the simulator until the
+// test ends.
+func (s *statusEnv) startWorker() {
+	s.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := worker.New(worker.Config{Continuous: true}, s.js, s.lc, s.st, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	s.t.Cleanup(func() { cancel(); <-done })
+}
+
+// What the agent reads when the chat opens, end to end through the worker
+// and the simulator: the earlier turns, the bot's lines marked, then the
+// user's handoff words once; never the intent reply the gateway replaced.
+func TestAgentSeesTheHandoffOnceAndOnlyWhatTheUserSaw(t *testing.T) {
+	s := newStatusEnv(t, nil)
+	s.startWorker()
+	if code, b := s.do(request{path: "/dialogflow/es", body: `{"session":"` + esSession + `","responseId":"t-1",
+		"queryResult":{"queryText":"where is my order?","languageCode":"en","fulfillmentText":"Let me check that.","intent":{"displayName":"order"}}}`}); code != 200 {
+		t.Fatalf("%d %s", code, b)
+	}
+	if code, b := s.do(request{path: "/dialogflow/es", body: esHandoff}); code != 200 {
+		t.Fatalf("%d %s", code, b)
+	}
+	var texts []string
+	waitFor(t, "the chat to open", func() bool {
+		chats := s.sim.Chats()
+		if len(chats) != 1 {
+			return false
+		}
+		texts = texts[:0]
+		for _, ev := range chats[0].Events {
+			if ev.Type == "message" {
+				texts = append(texts, ev.Text)
+			}
+		}
+		return len(texts) >= 3
+	})
+	want := []string{"where is my order?", "[bot] Let me check that.", "I want to talk to an agent"}
+	if strings.Join(texts, "|") != strings.Join(want, "|") {
+		t.Errorf("the agent read %q, want %q", texts, want)
 	}
 }
