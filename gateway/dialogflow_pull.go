@@ -110,7 +110,18 @@ func (g *Gateway) pulled(ctx context.Context, t turn, out outcome) []string {
 	return lines
 }
 
-func (g *Gateway) pull(ctx context.Context, t turn) ([]string, error) {
+func (g *Gateway) pull(ctx context.Context, t turn) (lines []string, err error) {
+	var seqs []string
+	defer func() {
+		if err != nil {
+			// Unclaim what this answer will not carry, so the next
+			// turn does.
+			for _, sq := range seqs {
+				n, _ := strconv.ParseUint(sq, 10, 64)
+				_ = g.st.Forget(context.WithoutCancel(ctx), pullClaimKey(t.conversation, n))
+			}
+		}
+	}()
 	s, err := g.feedStream(ctx)
 	if err != nil {
 		return nil, err
@@ -136,8 +147,6 @@ func (g *Gateway) pull(ctx context.Context, t turn) ([]string, error) {
 		return nil, fmt.Errorf("read pull cursor: %w", err)
 	}
 	subject := stream.FeedSubject(t.conversation)
-	var lines []string
-	var seqs []string
 	size, cursor := 0, after
 	for scanned := 0; scanned < maxPullScan && len(lines) < maxPullLines; scanned++ {
 		m, err := s.GetMsg(ctx, cursor+1, jetstream.WithGetMsgSubject(subject))
@@ -168,11 +177,6 @@ func (g *Gateway) pull(ctx context.Context, t turn) ([]string, error) {
 	}
 	if len(seqs) > 0 && memo != "" {
 		if err := g.st.SetValue(ctx, memo, strings.Join(seqs, ","), turnTTL); err != nil {
-			// Unclaim, so the next turn carries them instead.
-			for _, sq := range seqs {
-				n, _ := strconv.ParseUint(sq, 10, 64)
-				_ = g.st.Forget(context.WithoutCancel(ctx), pullClaimKey(t.conversation, n))
-			}
 			return nil, fmt.Errorf("remember pulled messages: %w", err)
 		}
 	}
