@@ -5,110 +5,67 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // NATSCluster is a 3-node nats-server cluster with JetStream on every
-// node, embedded in the test process, for failover tests: streams created
-// with Replicas 3 survive a node, and stopping the node that leads a
-// stream or consumer makes the others elect a new leader (the Raft
-// election takes 4 to 9 s in nats-server).
+// node, for failover tests: streams created with Replicas 3 survive a
+// node, and stopping the node that leads a stream or consumer makes the
+// others elect a new leader. The nodes are nats-server processes (as
+// StartNATSProcess runs them), not servers embedded in the test: under
+// the race detector an embedded cluster runs five to ten times slower and
+// a failover test would time the detector instead of the election, and a
+// process can also be killed (Kill), as a crash would.
 type NATSCluster struct {
 	t     testing.TB
-	mu    sync.Mutex
-	nodes []*natsNode
-}
-
-type natsNode struct {
-	name              string
-	port, clusterPort int
-	dir               string
-	srv               *server.Server
+	nodes []*NATS
 }
 
 // StartNATSCluster starts the three servers (named n1, n2, n3), waits
-// until JetStream has a meta leader, and shuts them down when the test
-// ends.
+// until JetStream has a meta leader, and stops them when the test ends.
 func StartNATSCluster(t testing.TB) *NATSCluster {
 	t.Helper()
 	c := &NATSCluster{t: t}
 	for i := range 3 {
-		c.nodes = append(c.nodes, &natsNode{
-			name: fmt.Sprintf("n%d", i+1), port: FreePort(t), clusterPort: FreePort(t), dir: t.TempDir(),
-		})
+		c.nodes = append(c.nodes, &NATS{t: t, dir: t.TempDir(), port: FreePort(t), process: true,
+			name: fmt.Sprintf("n%d", i+1), clusterPort: FreePort(t)})
+	}
+	for _, n := range c.nodes {
+		for _, o := range c.nodes {
+			if o != n {
+				n.routes = append(n.routes, fmt.Sprintf("nats://127.0.0.1:%d", o.clusterPort))
+			}
+		}
 	}
 	t.Cleanup(c.stopAll)
-	var wg sync.WaitGroup
-	errs := make([]error, len(c.nodes))
-	for i, n := range c.nodes {
-		wg.Add(1)
-		// Each server waits for its routes before it is ready: start
-		// them together.
-		go func() { defer wg.Done(); errs[i] = c.run(n) }()
-	}
-	wg.Wait()
-	for _, err := range errs {
+	// No node has JetStream before a quorum is up: launch all, then wait.
+	for _, n := range c.nodes {
+		n.mu.Lock()
+		err := n.launch()
+		n.mu.Unlock()
 		if err != nil {
-			t.Fatalf("testenv: %v", err)
+			t.Fatal(err)
+		}
+	}
+	for _, n := range c.nodes {
+		n.mu.Lock()
+		err := n.awaitReady()
+		n.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 	c.WaitJetStream(30 * time.Second)
 	return c
 }
 
-func (c *NATSCluster) run(n *natsNode) error {
-	var routes []string
-	for _, o := range c.nodes {
-		if o != n {
-			routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", o.clusterPort))
-		}
-	}
-	srv, err := server.NewServer(&server.Options{
-		ServerName: n.name,
-		Host:       "127.0.0.1",
-		Port:       n.port,
-		JetStream:  true,
-		StoreDir:   n.dir,
-		NoLog:      true,
-		NoSigs:     true,
-		Cluster: server.ClusterOpts{
-			Name: "handoff-test",
-			Host: "127.0.0.1",
-			Port: n.clusterPort,
-		},
-		Routes:             server.RoutesFromStr(strings.Join(routes, ",")),
-		JetStreamMaxMemory: 256 << 20,
-		JetStreamMaxStore:  8 << 30,
-	})
-	if err != nil {
-		return fmt.Errorf("nats server %s: %w", n.name, err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(20 * time.Second) {
-		srv.Shutdown()
-		return fmt.Errorf("nats server %s not ready after 20s", n.name)
-	}
-	c.mu.Lock()
-	n.srv = srv
-	c.mu.Unlock()
-	return nil
-}
-
 func (c *NATSCluster) stopAll() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	for _, n := range c.nodes {
-		if n.srv != nil {
-			n.srv.Shutdown()
-			n.srv.WaitForShutdown()
-			n.srv = nil
-		}
+		n.Stop()
 	}
 }
 
@@ -117,7 +74,7 @@ func (c *NATSCluster) stopAll() {
 func (c *NATSCluster) URL() string {
 	urls := make([]string, len(c.nodes))
 	for i, n := range c.nodes {
-		urls[i] = fmt.Sprintf("nats://127.0.0.1:%d", n.port)
+		urls[i] = n.URL()
 	}
 	return strings.Join(urls, ",")
 }
@@ -163,21 +120,34 @@ func (c *NATSCluster) WaitJetStream(limit time.Duration) {
 	}
 }
 
-// Stop shuts the named server down, as a crash would for its peers: it
-// hands no leadership over, so the others elect new leaders.
+// Stop shuts the named server down (SIGTERM: nats-server's own
+// shutdown), failing the test if it is not running. It hands no
+// leadership over, so the others elect new leaders.
 func (c *NATSCluster) Stop(name string) {
 	c.t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.running(name).Stop()
+}
+
+// Kill ends the named server with SIGKILL: no goodbye to its clients or
+// peers, as in a crash; the others notice it only when its routes time
+// out.
+func (c *NATSCluster) Kill(name string) {
+	c.t.Helper()
+	c.running(name).Kill()
+}
+
+func (c *NATSCluster) running(name string) *NATS {
+	c.t.Helper()
 	for _, n := range c.nodes {
-		if n.name == name && n.srv != nil {
-			n.srv.Shutdown()
-			n.srv.WaitForShutdown()
-			n.srv = nil
-			return
+		n.mu.Lock()
+		up := n.name == name && n.cmd != nil
+		n.mu.Unlock()
+		if up {
+			return n
 		}
 	}
 	c.t.Fatalf("testenv: no running nats server %q", name)
+	return nil
 }
 
 // Start starts a stopped server again on its ports and store; it rejoins
@@ -185,13 +155,11 @@ func (c *NATSCluster) Stop(name string) {
 func (c *NATSCluster) Start(name string) {
 	c.t.Helper()
 	for _, n := range c.nodes {
-		c.mu.Lock()
-		stopped := n.name == name && n.srv == nil
-		c.mu.Unlock()
+		n.mu.Lock()
+		stopped := n.name == name && n.cmd == nil
+		n.mu.Unlock()
 		if stopped {
-			if err := c.run(n); err != nil {
-				c.t.Fatalf("testenv: %v", err)
-			}
+			n.Start()
 			return
 		}
 	}

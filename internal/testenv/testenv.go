@@ -7,6 +7,7 @@ package testenv
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -40,6 +41,11 @@ type NATS struct {
 	process bool
 	cmd     *exec.Cmd
 	exited  chan struct{}
+	// name is the server's name; a node of a NATSCluster also has the
+	// port its routes listen on and its peers' route URLs.
+	name        string
+	clusterPort int
+	routes      []string
 }
 
 // StartNATS starts an embedded JetStream server for the test and stops it
@@ -134,44 +140,89 @@ func (n *NATS) startProcess() {
 	if n.cmd != nil {
 		return
 	}
+	if err := n.launch(); err != nil {
+		n.t.Fatal(err)
+	}
+	if err := n.awaitReady(); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+// launch starts the nats-server process without waiting for it; the
+// nodes of a cluster are launched together, since none has JetStream
+// before a quorum of them is up. n.mu is held.
+func (n *NATS) launch() error {
 	bin, err := natsServerBinary()
 	if err != nil {
-		n.t.Fatal(err)
+		return err
+	}
+	name := n.name
+	if name == "" {
+		name = "handoff-test"
 	}
 	// The embedded server's limits (stream.RunEmbedded), so both kinds
 	// behave alike.
-	conf := filepath.Join(n.dir, "nats.conf")
-	store := filepath.Join(n.dir, "jetstream")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "listen: \"127.0.0.1:%d\"\nserver_name: handoff-test\njetstream {\n  store_dir: %q\n  max_memory_store: 256MB\n  max_file_store: 8GB\n}\n", n.port, store), 0o600); err != nil {
-		n.t.Fatalf("testenv: %v", err)
+	conf := fmt.Sprintf("listen: \"127.0.0.1:%d\"\nserver_name: %q\njetstream {\n  store_dir: %q\n  max_memory_store: 256MB\n  max_file_store: 8GB\n}\n",
+		n.port, name, filepath.Join(n.dir, "jetstream"))
+	if n.clusterPort != 0 {
+		routes, _ := json.Marshal(n.routes)
+		conf += fmt.Sprintf("cluster {\n  name: handoff-test\n  listen: \"127.0.0.1:%d\"\n  routes: %s\n}\n", n.clusterPort, routes)
 	}
-	logFile := filepath.Join(n.dir, "nats-server.log")
-	cmd := exec.Command(bin, "-c", conf, "-l", logFile)
+	confFile := filepath.Join(n.dir, "nats.conf")
+	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
+		return fmt.Errorf("testenv: %w", err)
+	}
+	cmd := exec.Command(bin, "-c", confFile, "-l", n.logFile())
 	if err := cmd.Start(); err != nil {
-		n.t.Fatalf("testenv: start nats-server: %v", err)
+		return fmt.Errorf("testenv: start nats-server %s: %w", name, err)
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
+	n.cmd, n.exited = cmd, exited
+	return nil
+}
+
+func (n *NATS) logFile() string { return filepath.Join(n.dir, "nats-server.log") }
+
+// awaitReady waits until the launched server answers: JetStream for a
+// single server, client connections for a node of a cluster (its
+// JetStream needs its peers; NATSCluster.WaitJetStream waits for them).
+// It ends the process if the server is not ready within 30 s. n.mu is
+// held.
+func (n *NATS) awaitReady() error {
+	ready := jetStreamReady
+	if n.clusterPort != 0 {
+		ready = clientReady
+	}
 	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if jetStreamReady(n.URL()) {
-			break
-		}
+	for !ready(n.URL()) {
 		select {
-		case <-exited:
-			log, _ := os.ReadFile(logFile)
-			n.t.Fatalf("testenv: nats-server exited at start: %s", tail(string(log), 20))
+		case <-n.exited:
+			n.cmd, n.exited = nil, nil
+			log, _ := os.ReadFile(n.logFile())
+			return fmt.Errorf("testenv: nats-server %s exited at start: %s", n.name, tail(string(log), 20))
 		default:
 		}
 		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-exited
-			log, _ := os.ReadFile(logFile)
-			n.t.Fatalf("testenv: nats-server on port %d not ready after 30s: %s", n.port, tail(string(log), 20))
+			_ = n.cmd.Process.Kill()
+			<-n.exited
+			n.cmd, n.exited = nil, nil
+			log, _ := os.ReadFile(n.logFile())
+			return fmt.Errorf("testenv: nats-server %s on port %d not ready after 30s: %s", n.name, n.port, tail(string(log), 20))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	n.cmd, n.exited = cmd, exited
+	return nil
+}
+
+// clientReady reports whether a client can connect.
+func clientReady(url string) bool {
+	nc, err := nats.Connect(url, nats.Timeout(time.Second))
+	if err != nil {
+		return false
+	}
+	nc.Close()
+	return true
 }
 
 // jetStreamReady reports whether a client can connect and JetStream
