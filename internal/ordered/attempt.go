@@ -224,19 +224,31 @@ func (c *Consumer) ack(ctx context.Context, it *item) error {
 // a leader election leaves the message pending, held by nobody, for the
 // ack wait. The server answers a NAK sent as a request.
 func (c *Consumer) handBack(ctx context.Context, it *item, delay time.Duration) {
+	it.markHandedBack()
 	if it.msg.Reply() == "" {
 		_ = it.msg.NakWithDelay(delay)
 		return
 	}
 	body := []byte(fmt.Sprintf(`-NAK {"delay": %d}`, delay.Nanoseconds()))
 	nc := c.js.Conn()
+	var sent time.Time
 	err := c.confirm(ctx, it, "nak", func(ctx context.Context) error {
+		sent = time.Now()
+		if c.loseHandBack != nil && c.loseHandBack(it.seq) {
+			return nil
+		}
 		_, err := nc.RequestWithContext(ctx, it.msg.Reply(), body)
 		return err
 	})
 	if err != nil {
 		c.log.Debug("hand-back not confirmed; the ack wait will redeliver", "subject", it.subject, "seq", it.seq, "err", err)
+		return
 	}
+	// Confirmed is not yet replicated: kept to send again if the leader
+	// changes (election.go). The time it was sent, not answered, is what
+	// places it before an election: an old leader's answer can arrive
+	// after the advisory of its successor.
+	c.released.add(it.seq, it.msg.Reply(), sent, delay)
 }
 
 // confirm runs send until it succeeds, the lease on the message can no

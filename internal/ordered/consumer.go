@@ -147,6 +147,19 @@ type Consumer struct {
 	held     map[uint64]*item
 	stopping bool
 	wg       sync.WaitGroup
+
+	// released, elected, beatNow and electionUntil (under mu) resend
+	// hand-backs a new consumer leader may not know (election.go).
+	released      releases
+	elected       chan time.Time
+	beatNow       chan struct{}
+	electionUntil time.Time
+	leader        string
+	// conn is the connection's reconnect count at the last delivery.
+	conn uint64
+	// loseHandBack, set by tests, drops a hand-back as a leader that
+	// stops with it queued does: answered, and forgotten.
+	loseHandBack func(seq uint64) bool
 }
 
 // New returns a consumer of cfg.Stream that hands events to h; reg receives
@@ -172,6 +185,8 @@ func New(cfg Config, js jetstream.JetStream, h Handler, reg prometheus.Registere
 		m:       m,
 		convs:   map[string]*convQueue{},
 		held:    map[uint64]*item{},
+		elected: make(chan time.Time, 1),
+		beatNow: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -198,6 +213,18 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("ordered: consume %s: %w", c.cfg.Durable, err)
 	}
+	stopWatch, err := c.watchElections()
+	if err != nil {
+		iter.Stop()
+		return err
+	}
+	defer stopWatch()
+	c.mu.Lock()
+	c.conn = c.reconnects()
+	if info := cons.CachedInfo(); info != nil && info.Cluster != nil {
+		c.leader = info.Cluster.Leader
+	}
+	c.mu.Unlock()
 	c.log.Info("consumer started", "stream", c.cfg.Stream, "consumer", c.cfg.Durable, "max_in_flight", c.cfg.MaxInFlight)
 
 	// Work outlives ctx by ShutdownTimeout so a SIGTERM does not cut a
@@ -207,9 +234,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 	bgCtx, stopBG := context.WithCancel(ctx)
 	var bg sync.WaitGroup
-	bg.Add(2)
+	bg.Add(3)
 	go func() { defer bg.Done(); c.heartbeats(bgCtx) }()
 	go func() { defer bg.Done(); c.consumerStats(bgCtx, cons) }()
+	go func() { defer bg.Done(); c.afterElections(bgCtx) }()
 
 	go func() {
 		<-ctx.Done()
@@ -281,6 +309,10 @@ type item struct {
 	// our InProgress heartbeats never updated, and redelivers held
 	// messages about a second after it comes back, to any process.
 	conn uint64
+	// handedBack: a NAK was sent, so no heartbeat may follow it. An
+	// InProgress that reaches the server after the NAK restarts the ack
+	// wait, and the event would come back only after 30 s.
+	handedBack bool
 }
 
 func (it *item) leaseAge() time.Duration {
@@ -289,9 +321,24 @@ func (it *item) leaseAge() time.Duration {
 	return time.Since(it.lease)
 }
 
-func (it *item) renew() {
+// beat sends a heartbeat for it unless it was handed back, and renews the
+// lease when the heartbeat left on a connected client. it.mu orders it
+// with markHandedBack: a heartbeat is either sent before the NAK, or not.
+func (it *item) beat(connected bool) {
 	it.mu.Lock()
-	it.lease = time.Now()
+	defer it.mu.Unlock()
+	if it.handedBack {
+		return
+	}
+	if err := it.msg.InProgress(); err == nil && connected {
+		it.lease = time.Now()
+	}
+}
+
+// markHandedBack stops heartbeats for it; call it before sending the NAK.
+func (it *item) markHandedBack() {
+	it.mu.Lock()
+	it.handedBack = true
 	it.mu.Unlock()
 }
 
@@ -328,7 +375,17 @@ func (c *Consumer) dispatch(ctx context.Context, msg jetstream.Msg, release func
 	}
 	it := &item{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, stored: md.Timestamp, subject: msg.Subject(),
 		release: release, lease: time.Now(), conn: c.reconnects()}
+	// Ours again: a hand-back sent after an election would cut this
+	// delivery short.
+	c.released.forget(it.seq)
 	c.mu.Lock()
+	if it.conn != c.conn {
+		// The first delivery since a reconnect: the server we were on may
+		// have led the consumer, and the election's advisory came while
+		// we were away. Guard what we hold as after an election.
+		c.conn = it.conn
+		c.beatAfterElection()
+	}
 	c.held[it.seq] = it
 	q, running := c.convs[it.subject]
 	if !running {
@@ -380,6 +437,7 @@ func (c *Consumer) runConversation(ctx context.Context, subject string, q *convQ
 		if stopping {
 			// Hand it back untouched: another process (or this one after
 			// a restart) takes it in order.
+			it.markHandedBack()
 			_ = it.msg.Nak()
 			c.done(it)
 			continue
@@ -415,27 +473,33 @@ func (c *Consumer) holdsWaiting(subject string, seq uint64) bool {
 }
 
 // heartbeats tells NATS every third of the ack wait that the held messages
-// are still being worked on, so they are not redelivered elsewhere.
+// are still being worked on, so they are not redelivered elsewhere; every
+// electionBeat for a while after a consumer leader election (election.go).
 func (c *Consumer) heartbeats(ctx context.Context) {
-	t := time.NewTicker(c.cfg.AckWait / 3)
+	t := time.NewTimer(c.cfg.AckWait / 3)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-c.beatNow:
+			t.Stop()
 		}
 		c.mu.Lock()
 		items := make([]*item, 0, len(c.held))
 		for _, it := range c.held {
 			items = append(items, it)
 		}
+		next := c.cfg.AckWait / 3
+		if time.Now().Before(c.electionUntil) {
+			next = min(next, electionBeat)
+		}
 		c.mu.Unlock()
+		t.Reset(next)
 		connected := c.js.Conn().IsConnected()
 		for _, it := range items {
-			if err := it.msg.InProgress(); err == nil && connected {
-				it.renew()
-			}
+			it.beat(connected)
 		}
 	}
 }
@@ -454,6 +518,10 @@ func (c *Consumer) consumerStats(ctx context.Context, cons jetstream.Consumer) {
 		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		info, err := cons.Info(ictx)
 		cancel()
+		if err == nil && info.Cluster != nil && info.Cluster.Leader != "" {
+			// For elections whose advisory we missed.
+			c.leaderIs(info.Cluster.Leader)
+		}
 		if err == nil {
 			c.m.consumerPending.Set(float64(info.NumPending))
 			c.m.consumerAckPending.Set(float64(info.NumAckPending))
