@@ -214,8 +214,11 @@ func TestDevNothingInstalled(t *testing.T) {
 	w.waitMode("demo-1", "agent")
 	w.streamed(events, handoff.TypeMessageAgent, "Hi, I am Tom")
 	w.post(w.sim+"/_sim/chats/"+chatID+"/close", `{}`)
-	closed := w.waitMode("demo-1", "closed") // the bot answers again
 	w.streamed(events, handoff.TypeChatClosed, "")
+	// Read the record only once the stream showed the close: outbound
+	// records the funnel's end in the same record before it appends the
+	// close to the feed, so the version read here is the last one.
+	closed := w.waitMode("demo-1", "closed") // the bot answers again
 	stop()
 
 	if _, err := os.Stat(filepath.Join(work, ".handoff")); err != nil {
