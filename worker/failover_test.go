@@ -150,9 +150,14 @@ func TestFailoverNATSLeader(t *testing.T) {
 
 	ps := e.failoverWorkers(3, cluster.URL(), 3, r.URL())
 
+	// The stop comes with half the events left, five per conversation:
+	// 6.6-8.4 s of work with no failure on this machine (load 10), like
+	// the issue's report ("an ~8-second backlog finished 50 s after the
+	// kill"). The tail is slow because a conversation's events go one at
+	// a time.
 	n, m := 60, 10
 	want := e.publishConversations(0, n, m, nil)
-	for e.inboundLen() > uint64(n*m*3/4) {
+	for e.inboundLen() > uint64(n*m/2) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	left := e.inboundLen()
