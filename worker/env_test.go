@@ -43,6 +43,11 @@ type env struct {
 	// backend is the store the env's workers use: "redis" (a prefix of
 	// the test's own) or "nats" (the bucket "handoff" on the test's NATS).
 	backend string
+	// logs keeps the newest lines the in-process workers logged (at
+	// debug level), printed about the stuck events when waitDrained
+	// times out.
+	logs    *testenv.LogRing
+	workers int
 }
 
 func newEnv(t testing.TB) *env {
@@ -64,7 +69,7 @@ func newEnvStore(t testing.TB, backend string) *env {
 // testenv.StartNATSProcess that the test can kill.
 func newEnvOn(t testing.TB, n *testenv.NATS) *env {
 	t.Helper()
-	e := &env{t: t, nats: n, redis: testenv.StartRedis(t)}
+	e := &env{t: t, nats: n, redis: testenv.StartRedis(t), logs: testenv.NewLogRing(300_000)}
 	e.sim = livechatsim.New(livechatsim.Options{Logger: quietLog()})
 	t.Cleanup(e.sim.Close)
 	e.simTS = httptest.NewServer(e.sim)
@@ -149,7 +154,8 @@ func (e *env) startWorker(cfg worker.Config) (reg *prometheus.Registry, stop fun
 	e.t.Helper()
 	reg = prometheus.NewRegistry()
 	_, js := e.nats.Connect()
-	w, err := worker.New(cfg, js, e.liveChat(reg), e.newStore(), reg, quietLog())
+	e.workers++
+	w, err := worker.New(cfg, js, e.liveChat(reg), e.newStore(), reg, e.logs.Logger(fmt.Sprintf("worker%d", e.workers)))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -209,10 +215,12 @@ func (e *env) waitDrained(limit time.Duration) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	deadline := time.Now().Add(limit)
+	start := time.Now()
+	deadline := start.Add(limit)
 	for {
 		info, err := s.Info(context.Background())
 		if err == nil && info.State.Msgs == 0 {
+			e.t.Logf("inbound stream drained in %v", time.Since(start).Round(100*time.Millisecond))
 			return
 		}
 		if time.Now().After(deadline) {
@@ -220,6 +228,7 @@ func (e *env) waitDrained(limit time.Duration) {
 			if info != nil {
 				n = info.State.Msgs
 			}
+			e.reportStuck()
 			e.t.Fatalf("inbound stream still holds %d events after %v", n, limit)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -301,6 +310,7 @@ func (e *env) checkExactlyOnceInOrder(want map[string][]string) {
 	}
 	sort.Strings(convs)
 	problems := 0
+	var suspects []string // event IDs a problem names, for the worker logs
 	report := func(format string, args ...any) {
 		problems++
 		if problems <= 20 {
@@ -332,12 +342,14 @@ func (e *env) checkExactlyOnceInOrder(want map[string][]string) {
 		for id, n := range seen {
 			if n > 1 {
 				report("%s: custom_id %s present %d times", conv, id, n)
+				suspects = append(suspects, id)
 			}
 		}
 		pos := 0
 		for _, id := range want[conv] {
 			if seen[id] == 0 {
 				report("%s: custom_id %s missing", conv, id)
+				suspects = append(suspects, id)
 				continue
 			}
 			for pos < len(order) && order[pos] != id {
@@ -352,6 +364,42 @@ func (e *env) checkExactlyOnceInOrder(want map[string][]string) {
 	if problems > 20 {
 		e.t.Errorf("... and %d more problems", problems-20)
 	}
+	e.logEventHistory(suspects)
+}
+
+// logEventHistory logs what the in-process workers logged about the
+// deliveries of the events named (custom_ids: event IDs, with a part
+// suffix), at most five of them.
+func (e *env) logEventHistory(customIDs []string) {
+	e.t.Helper()
+	for i, id := range customIDs {
+		if i == 5 {
+			break
+		}
+		ev, _, _ := strings.Cut(strings.SplitN(id, "#", 2)[0], "/")
+		// Lines naming the event carry its subject and sequence; every
+		// line about that delivery has them.
+		var needles []string
+		for _, l := range e.logs.Lines(20, "event="+ev) {
+			subj, seq := logField(l, "subject"), logField(l, "seq")
+			if subj != "" && seq != "" {
+				needles = append(needles, fmt.Sprintf("subject=%s seq=%s ", subj, seq))
+			}
+		}
+		needles = append(needles, "event="+ev)
+		lines := e.logs.Lines(150, needles...)
+		e.t.Logf("worker log lines about event %s (newest %d):\n%s", ev, len(lines), strings.Join(lines, "\n"))
+	}
+}
+
+// logField returns the value of key in a text-handler log line.
+func logField(line, key string) string {
+	_, v, ok := strings.Cut(line, " "+key+"=")
+	if !ok {
+		return ""
+	}
+	v, _, _ = strings.Cut(v, " ")
+	return v
 }
 
 func (e *env) deadLetters() []worker.DeadLetter {
@@ -369,4 +417,90 @@ func init() {
 	// go-redis logs failed dials during the outage tests; keep them out of
 	// the test output unless asked for.
 	store.SetLogger(quietLog())
+}
+
+// reportStuck logs what a test needs to tell why events stay in the
+// inbound stream: each stored message (subject, sequence), the durable
+// consumer's state, and what the in-process workers logged about those
+// subjects. A stuck event is either never delivered again (the consumer
+// does not count it pending), deferred forever behind a head nobody holds,
+// or handed back forever; the three look different here.
+func (e *env) reportStuck() {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.js.Stream(ctx, stream.InStream)
+	if err != nil {
+		e.t.Logf("stuck report: stream: %v", err)
+		return
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(stream.InPrefix+">"))
+	if err != nil {
+		e.t.Logf("stuck report: stream info: %v", err)
+		return
+	}
+	e.t.Logf("stream %s: msgs=%d first_seq=%d last_seq=%d deleted=%d subjects=%d created=%s",
+		stream.InStream, info.State.Msgs, info.State.FirstSeq, info.State.LastSeq, info.State.NumDeleted, len(info.State.Subjects), info.Created.Format(time.RFC3339Nano))
+	subjects := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		subjects = append(subjects, subj)
+	}
+	sort.Strings(subjects)
+	if len(subjects) > 10 {
+		subjects = subjects[:10]
+	}
+	var needles []string
+	for _, subj := range subjects {
+		var seqs []string
+		var head uint64
+		for seq := uint64(1); len(seqs) < 20; seq++ {
+			m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+			if err != nil {
+				break
+			}
+			ev, _ := handoff.UnmarshalEvent(m.Data)
+			seqs = append(seqs, fmt.Sprintf("%d(%s %s, stored %s)", m.Sequence, ev.Type, ev.ID, m.Time.Format("15:04:05.000")))
+			seq = m.Sequence
+			if head == 0 {
+				head = seq
+			}
+		}
+		convID, _ := stream.ConversationOf(subj)
+		e.t.Logf("stuck: subject %s (conversation %q): %s", subj, convID, strings.Join(seqs, " "))
+		// The head's own history says why the conversation does not
+		// move; the events behind it are only deferred again and again.
+		headLines := e.logs.Lines(1_000_000, fmt.Sprintf("subject=%s seq=%d ", subj, head))
+		if len(headLines) > 130 {
+			headLines = append(append(headLines[:30:30], fmt.Sprintf("... %d lines ...", len(headLines)-130)), headLines[len(headLines)-100:]...)
+		}
+		e.t.Logf("worker log lines about the head %d of %s:\n%s", head, subj, strings.Join(headLines, "\n"))
+		needles = append(needles, subj)
+		if convID != "" {
+			needles = append(needles, fmt.Sprintf("%q", convID), convID)
+		}
+	}
+	cons, err := e.js.Consumer(ctx, stream.InStream, stream.Consumer)
+	if err != nil {
+		e.t.Logf("stuck report: consumer: %v", err)
+	} else if ci, err := cons.Info(ctx); err != nil {
+		e.t.Logf("stuck report: consumer info: %v", err)
+	} else {
+		e.t.Logf("consumer %s: num_ack_pending=%d num_redelivered=%d num_pending=%d num_waiting=%d delivered(consumer=%d stream=%d) ack_floor(consumer=%d stream=%d) created=%s",
+			ci.Name, ci.NumAckPending, ci.NumRedelivered, ci.NumPending, ci.NumWaiting,
+			ci.Delivered.Consumer, ci.Delivered.Stream, ci.AckFloor.Consumer, ci.AckFloor.Stream, ci.Created.Format(time.RFC3339Nano))
+	}
+	lines := e.logs.Lines(100, needles...)
+	e.t.Logf("worker log lines about the stuck subjects (newest %d):\n%s", len(lines), strings.Join(lines, "\n"))
+	if warns := e.logs.Lines(40, "level=WARN", "level=ERROR"); len(warns) > 0 {
+		e.t.Logf("worker warnings and errors (newest %d):\n%s", len(warns), strings.Join(warns, "\n"))
+	}
+}
+
+// mark writes a line of the test's own into the workers' log ring, so a
+// report shows the test's steps (an outage starting, a restart) in the
+// workers' timeline.
+func (e *env) mark(step string) {
+	if e.logs != nil {
+		e.logs.Logger("test").Info(step)
+	}
 }

@@ -351,15 +351,21 @@ func TestOutagesRedisAndNATS(t *testing.T) {
 		published <- e.publishConversations(0, n, m, func() { time.Sleep(2 * time.Millisecond) })
 	}()
 	time.Sleep(500 * time.Millisecond)
+	e.mark("stopping Redis")
 	e.redis.Stop()
 	time.Sleep(10 * time.Second)
 	e.redis.Start()
+	e.mark("Redis started")
 	want := <-published
 
+	e.mark("stopping NATS")
 	e.nats.Stop()
+	e.mark("NATS stopped")
 	time.Sleep(time.Second)
 	e.nats.Start()
+	e.mark("NATS started")
 	more := e.publishConversations(n, 20, m, nil)
+	e.mark("published the last conversations")
 	for k, v := range more {
 		want[k] = v
 	}

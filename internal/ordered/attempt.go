@@ -38,6 +38,7 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 	// the event back, since a hand-back cannot reach a leaderless consumer
 	// either.
 	for delay := confirmFirstDelay; err != nil && ctx.Err() == nil && c.leaseHolds(it); delay = min(2*delay, confirmMaxDelay) {
+		c.log.Debug("head check failed; asking again", "subject", it.subject, "seq", it.seq, "err", err)
 		c.m.retried("head_check_failed")
 		sleepCtx(ctx, jitter(delay))
 		head, err = c.headOf(ctx, it.subject)
@@ -52,15 +53,18 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 	case head == 0 || head > it.seq:
 		// Our message is no longer stored: a redelivery of an event that
 		// was handled and acknowledged.
+		c.log.Debug("stale redelivery acknowledged", "subject", it.subject, "seq", it.seq, "head", head, "delivered", it.delivered)
 		_ = it.msg.Ack()
 		c.m.observe(typ, "duplicate", start)
 		return false
 	case head < it.seq:
 		if c.holdsWaiting(it.subject, head) {
+			c.log.Debug("waiting behind an older event held here", "subject", it.subject, "seq", it.seq, "head", head)
 			return true
 		}
 		// Another process holds the older event (or it waits for
 		// redelivery); come back shortly.
+		c.log.Debug("deferred behind an older event held elsewhere", "subject", it.subject, "seq", it.seq, "head", head, "delivered", it.delivered)
 		c.handBack(ctx, it, c.orderDelay(it.delivered))
 		c.m.observe(typ, "deferred", start)
 		return false
@@ -104,6 +108,7 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 				// handler's fence and be dropped as a duplicate.
 				c.log.Warn("ack failed", "subject", it.subject, "seq", it.seq, "err", aerr)
 			}
+			c.log.Debug("event done", "subject", it.subject, "seq", it.seq, "event", ev.ID, "delivered", it.delivered, "attempt", attempt, "outcome", outcome)
 			if outcome == "applied" {
 				c.m.lag.Observe(time.Since(ev.Time).Seconds())
 				c.outages.over()
@@ -120,6 +125,7 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 			c.m.observe(typ, "dead_lettered", start)
 			return false
 		case v.Class == ClassOutage || ctx.Err() != nil:
+			c.log.Debug("outage: handing back", "subject", it.subject, "seq", it.seq, "event", ev.ID, "reason", v.Reason, "err", err)
 			c.outages.report(v.Reason, err)
 			c.handBack(ctx, it, jitter(c.cfg.OutageDelay))
 			c.m.retried(v.Reason)
@@ -249,6 +255,7 @@ func (c *Consumer) handBack(ctx context.Context, it *item, delay time.Duration) 
 	// places it before an election: an old leader's answer can arrive
 	// after the advisory of its successor.
 	c.released.add(it.seq, it.msg.Reply(), sent, delay)
+	c.log.Debug("handed back", "subject", it.subject, "seq", it.seq, "delivered", it.delivered, "delay", delay)
 }
 
 // confirm runs send until it succeeds, the lease on the message can no
@@ -265,6 +272,7 @@ func (c *Consumer) confirm(ctx context.Context, it *item, kind string, send func
 		if ctx.Err() != nil || !c.leaseHolds(it) {
 			return err
 		}
+		c.log.Debug("not confirmed; sending again", "kind", kind, "subject", it.subject, "seq", it.seq, "lease_age", it.leaseAge(), "err", err)
 		c.m.ackRetries.WithLabelValues(kind).Inc()
 		sleepCtx(ctx, jitter(delay))
 		delay = min(2*delay, confirmMaxDelay)

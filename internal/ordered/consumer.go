@@ -378,6 +378,7 @@ func (c *Consumer) dispatch(ctx context.Context, msg jetstream.Msg, release func
 	// Ours again: a hand-back sent after an election would cut this
 	// delivery short.
 	c.released.forget(it.seq)
+	c.log.Debug("delivered", "subject", it.subject, "seq", it.seq, "delivered", it.delivered, "consumer_seq", md.Sequence.Consumer)
 	c.mu.Lock()
 	if it.conn != c.conn {
 		// The first delivery since a reconnect: the server we were on may
