@@ -1,0 +1,92 @@
+package ordered
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/handoff-dev/handoff"
+	"github.com/handoff-dev/handoff/internal/testenv"
+	"github.com/handoff-dev/handoff/publisher"
+	"github.com/handoff-dev/handoff/stream"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// TestNoHeartbeatAfterHandBack: the heartbeat loop sends InProgress for a
+// snapshot of the held messages, and a message can be handed back between
+// the snapshot and its InProgress. An InProgress that reaches the server
+// after the NAK restarts the ack wait: the event, the head of its
+// conversation, comes back after 30 s instead of the hand-back's delay, and
+// every later event of the conversation is deferred meanwhile. Every
+// heartbeat pass during an outage's hand-backs caught some, and
+// worker TestOutagesRedisAndNATS failed when a few of these stalls followed
+// each other in one conversation.
+//
+// The ack wait here is two minutes, so the difference is not timing: the
+// event must come back long before it.
+func TestNoHeartbeatAfterHandBack(t *testing.T) {
+	n := testenv.StartNATS(t)
+	_, js := n.Connect()
+	scfg := stream.DefaultConfig()
+	scfg.AckWait = 2 * time.Minute
+	ctx := context.Background()
+	if _, err := stream.Setup(ctx, js, scfg); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := handoff.NewEvent(handoff.TypeMessageUser, "conv-heartbeat", handoff.UserMessage{Text: "hello"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publisher.New(js, publisher.WithSource("test")).Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := DefaultConfig()
+	cfg.Stream, cfg.Durable, cfg.Subsystem = stream.InStream, stream.Consumer, "test"
+	cfg.AckWait = scfg.AckWait
+	c, err := New(cfg, js, HandlerFunc(func(context.Context, *Delivery) error { return nil }), prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.Consumer(ctx, stream.InStream, stream.Consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(wait time.Duration) jetstream.Msg {
+		t.Helper()
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(wait))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			return m
+		}
+		return nil
+	}
+	msg := fetch(5 * time.Second)
+	if msg == nil {
+		t.Fatal("the event was not delivered")
+	}
+	md, err := msg.Metadata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	it := &item{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, subject: msg.Subject(), lease: time.Now()}
+
+	// The heartbeat loop's snapshot holds it; the hand-back comes before
+	// the loop reaches it.
+	snapshot := []*item{it}
+	c.handBack(ctx, it, 100*time.Millisecond)
+	for _, h := range snapshot {
+		h.beat(js.Conn().IsConnected())
+	}
+
+	again := fetch(30 * time.Second)
+	if again == nil {
+		t.Fatal("a message handed back with a 100ms delay was not redelivered within 30s (ack wait 2m): a heartbeat after the hand-back restarted the ack wait")
+	}
+	if md, _ := again.Metadata(); md == nil || md.Sequence.Stream != it.seq || md.NumDelivered != 2 {
+		t.Fatalf("redelivered %+v, want stream sequence %d delivered twice", md, it.seq)
+	}
+}
