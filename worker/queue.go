@@ -33,34 +33,19 @@ const queuePollLockName = "queue-poll"
 // life.
 const queuePositionTTL = 48 * time.Hour
 
-// queuePoller polls every QueuePollInterval while it holds the lease
-// (taken for one interval and not released, as the sweep's).
+// queuePoller polls every QueuePollInterval while it holds the lease.
 func (w *Worker) queuePoller(ctx context.Context) {
 	if w.cfg.QueuePollInterval <= 0 {
 		return
 	}
-	t := time.NewTimer(w.cfg.QueuePollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	w.whileLeased(ctx, queuePollLockName, w.cfg.QueuePollInterval, w.cfg.QueuePollInterval, func() {
+		st, err := w.pollQueues(ctx)
+		if err != nil && ctx.Err() == nil {
+			w.log.Warn("queue poll failed", "err", err, "conversations", st.Conversations, "calls", st.Calls)
+		} else if err == nil && st.Conversations > 0 {
+			w.log.Debug("queue poll done", "conversations", st.Conversations, "calls", st.Calls, "told", st.Relayed, "duration", st.Duration)
 		}
-		_, ok, err := w.st.Lock(ctx, queuePollLockName, w.cfg.QueuePollInterval)
-		switch {
-		case err != nil:
-			w.log.Warn("queue poll: take the lease", "err", err)
-		case ok:
-			st, err := w.pollQueues(ctx)
-			if err != nil && ctx.Err() == nil {
-				w.log.Warn("queue poll failed", "err", err, "conversations", st.Conversations, "calls", st.Calls)
-			} else if err == nil && st.Conversations > 0 {
-				w.log.Debug("queue poll done", "conversations", st.Conversations, "calls", st.Calls, "told", st.Relayed, "duration", st.Duration)
-			}
-		}
-		t.Reset(w.cfg.QueuePollInterval)
-	}
+	})
 }
 
 // pollQueues reads every queued chat's position once. The reads are

@@ -64,7 +64,23 @@ type SweepStats struct {
 // sweeper sweeps right after start and then every interval, when it holds
 // the sweep lease.
 func (w *Worker) sweeper(ctx context.Context) {
-	t := time.NewTimer(0)
+	w.whileLeased(ctx, sweepLockName, 0, w.cfg.SweepInterval, func() {
+		st, err := w.sweep(ctx)
+		if err != nil && ctx.Err() == nil {
+			w.log.Warn("sweep failed", "err", err, "conversations", st.Conversations, "calls", st.Calls)
+		} else if err == nil {
+			w.log.Info("sweep done", "conversations", st.Conversations, "calls", st.Calls, "relayed", st.Relayed,
+				"closed", st.Closed, "joined", st.Joined, "duration", st.Duration)
+		}
+	})
+}
+
+// whileLeased runs fn after first and then every interval, each time only
+// if this worker takes the store lock name: one worker in the fleet runs
+// it per interval. The lease is not released: it expires after one
+// interval, so no other worker runs fn again before then.
+func (w *Worker) whileLeased(ctx context.Context, name string, first, interval time.Duration, fn func()) {
+	t := time.NewTimer(first)
 	defer t.Stop()
 	for {
 		select {
@@ -72,22 +88,14 @@ func (w *Worker) sweeper(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		_, ok, err := w.st.Lock(ctx, sweepLockName, w.cfg.SweepInterval)
+		_, ok, err := w.st.Lock(ctx, name, interval)
 		switch {
 		case err != nil:
-			w.log.Warn("sweep: take the lease", "err", err)
+			w.log.Warn("take the lease", "lease", name, "err", err)
 		case ok:
-			// The lease is not released: it expires after one interval, so
-			// no other worker sweeps again before then.
-			st, err := w.sweep(ctx)
-			if err != nil && ctx.Err() == nil {
-				w.log.Warn("sweep failed", "err", err, "conversations", st.Conversations, "calls", st.Calls)
-			} else if err == nil {
-				w.log.Info("sweep done", "conversations", st.Conversations, "calls", st.Calls, "relayed", st.Relayed,
-					"closed", st.Closed, "joined", st.Joined, "duration", st.Duration)
-			}
+			fn()
 		}
-		t.Reset(w.cfg.SweepInterval)
+		t.Reset(interval)
 	}
 }
 
