@@ -43,34 +43,9 @@ func TestDevEndToEnd(t *testing.T) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Skip("dev needs redis-server on PATH")
 	}
-	sim := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	gw := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	var out lockedBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- runDev(ctx, []string{"--nats-port", "-1", "--data-dir", t.TempDir(), "--sim-addr", sim,
-			"--gateway-addr", gw, "--metrics-addr", metrics, "--demo-addr", "", "--log-level", "warn"}, &out)
-	}()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("dev: %v", err)
-			}
-		case <-time.After(40 * time.Second):
-			t.Errorf("dev did not stop")
-		}
-	}()
+	d := startDev(t)
+	sim, gw, out := d.sim, d.gw, d.out
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(out.String(), "handoff dev is running") {
-		if time.Now().After(deadline) {
-			t.Fatalf("dev did not start:\n%s", out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 	post := func(path, body string) {
 		t.Helper()
 		resp, err := http.Post("http://"+gw+path, "application/json", strings.NewReader(body))
@@ -136,7 +111,7 @@ func TestDevEndToEnd(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	resp, err = http.Get("http://" + metrics + "/metrics")
+	resp, err = http.Get("http://" + d.metrics + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,34 +298,9 @@ func (w walkthrough) waitMode(id, mode string) convView {
 // answered 503 and delivered again) instead of being answered 200 and
 // dropped, so the reply reaches the user.
 func TestDevAgentAnswersBeforeTheChatIsRecorded(t *testing.T) {
-	sim := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	gw := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	var out lockedBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- runDev(ctx, []string{"--nats-port", "-1", "--data-dir", t.TempDir(), "--store", "nats", "--sim-addr", sim,
-			"--gateway-addr", gw, "--metrics-addr", metrics, "--log-level", "warn"}, &out)
-	}()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("dev: %v", err)
-			}
-		case <-time.After(40 * time.Second):
-			t.Errorf("dev did not stop")
-		}
-	}()
+	d := startDev(t, "--store", "nats")
+	sim, gw := d.sim, d.gw
 	w := walkthrough{t: t, gw: "http://" + gw, sim: "http://" + sim, deadline: time.Now().Add(60 * time.Second)}
-	for !strings.Contains(out.String(), "handoff dev is running") {
-		if time.Now().After(w.deadline) {
-			t.Fatalf("dev did not start:\n%s", out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 	req, _ := http.NewRequest(http.MethodPut, w.sim+"/_sim/faults",
 		strings.NewReader(`{"latency":{"fixed_ms":2000,"actions":["start_chat"],"after_apply":true}}`))
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
@@ -369,4 +319,53 @@ func TestDevAgentAnswersBeforeTheChatIsRecorded(t *testing.T) {
 	if c := w.waitMode("demo-2", "agent"); c.ChatID != chatID {
 		t.Errorf("conversation %+v, want chat %s", c, chatID)
 	}
+}
+
+// devRun is a `handoff dev` started by startDev.
+type devRun struct {
+	sim, gw, metrics string // host:port of the simulator, gateway and metrics
+	out              *lockedBuffer
+}
+
+// startDev runs `handoff dev` in the test process on free loopback ports,
+// without the demo page, with extra flags after the defaults (a later
+// flag wins), waits until it says it is running, and stops it (Ctrl-C)
+// when the test ends.
+func startDev(t *testing.T, extra ...string) devRun {
+	t.Helper()
+	d := devRun{
+		sim:     fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+		gw:      fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+		metrics: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+		out:     &lockedBuffer{},
+	}
+	args := append([]string{"--nats-port", "-1", "--data-dir", t.TempDir(), "--sim-addr", d.sim, "--gateway-addr", d.gw,
+		"--metrics-addr", d.metrics, "--demo-addr", "", "--log-level", "warn"}, extra...)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runDev(ctx, args, d.out) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("dev: %v", err)
+			}
+		case <-time.After(40 * time.Second):
+			t.Errorf("dev did not stop")
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(d.out.String(), "handoff dev is running") {
+		select {
+		case err := <-done:
+			t.Fatalf("dev stopped before it ran: %v\n%s", err, d.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dev did not start:\n%s", d.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return d
 }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 
 	"os/exec"
@@ -28,35 +26,9 @@ func TestDevDeliversAgentRepliesToTheCallback(t *testing.T) {
 		t.Skip("dev needs redis-server on PATH")
 	}
 	rcv := testenv.StartCallbackReceiver(t, testenv.NewSecret(t))
-	sim := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	gw := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	var out lockedBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- runDev(ctx, []string{"--nats-port", "-1", "--data-dir", t.TempDir(), "--sim-addr", sim,
-			"--gateway-addr", gw, "--metrics-addr", metrics, "--log-level", "warn",
-			"--callback-url", rcv.URL(), "--callback-secret", rcv.Secret()}, &out)
-	}()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("dev: %v", err)
-			}
-		case <-time.After(40 * time.Second):
-			t.Errorf("dev did not stop")
-		}
-	}()
+	d := startDev(t, "--callback-url", rcv.URL(), "--callback-secret", rcv.Secret())
+	sim, gw, out := d.sim, d.gw, d.out
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(out.String(), "handoff dev is running") {
-		if time.Now().After(deadline) {
-			t.Fatalf("dev did not start:\n%s", out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 	post := func(url, body string, want int) {
 		t.Helper()
 		resp, err := http.Post(url, "application/json", strings.NewReader(body))
@@ -201,35 +173,9 @@ func TestDevDialogflowBackToTheBotAfterTheClose(t *testing.T) {
 		t.Skip("dev needs redis-server on PATH")
 	}
 	rcv := testenv.StartCallbackReceiver(t, testenv.NewSecret(t))
-	sim := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	gw := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	var out lockedBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- runDev(ctx, []string{"--nats-port", "-1", "--data-dir", t.TempDir(), "--sim-addr", sim,
-			"--gateway-addr", gw, "--metrics-addr", metrics, "--demo-addr", "", "--log-level", "warn",
-			"--callback-url", rcv.URL(), "--callback-secret", rcv.Secret(), "--es-followup-event", "HANDOFF_ENDED"}, &out)
-	}()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("dev: %v", err)
-			}
-		case <-time.After(40 * time.Second):
-			t.Errorf("dev did not stop")
-		}
-	}()
+	d := startDev(t, "--callback-url", rcv.URL(), "--callback-secret", rcv.Secret(), "--es-followup-event", "HANDOFF_ENDED")
+	sim, gw := d.sim, d.gw
 	w := walkthrough{t: t, gw: "http://" + gw, sim: "http://" + sim, deadline: time.Now().Add(60 * time.Second)}
-	for !strings.Contains(out.String(), "handoff dev is running") {
-		if time.Now().After(w.deadline) {
-			t.Fatalf("dev did not start:\n%s", out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 	const (
 		es = "projects/acme-bot/agent/sessions/es-after-close"
 		cx = "projects/acme/locations/global/agents/a1/sessions/cx-after-close"
