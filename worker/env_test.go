@@ -446,11 +446,12 @@ func (e *env) reportStuck() {
 		subjects = append(subjects, subj)
 	}
 	sort.Strings(subjects)
-	if len(subjects) > 10 {
-		subjects = subjects[:10]
-	}
 	var needles []string
+	reported := 0
 	for _, subj := range subjects {
+		if reported == 10 {
+			break
+		}
 		var seqs []string
 		var head uint64
 		for seq := uint64(1); len(seqs) < 20; seq++ {
@@ -465,8 +466,12 @@ func (e *env) reportStuck() {
 				head = seq
 			}
 		}
+		if len(seqs) == 0 {
+			continue // applied since the stream info was read
+		}
 		convID, _ := stream.ConversationOf(subj)
 		e.t.Logf("stuck: subject %s (conversation %q): %s", subj, convID, strings.Join(seqs, " "))
+		reported++
 		// The head's own history says why the conversation does not
 		// move; the events behind it are only deferred again and again.
 		headLines := e.logs.Lines(1_000_000, fmt.Sprintf("subject=%s seq=%d ", subj, head))
