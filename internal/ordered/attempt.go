@@ -10,6 +10,7 @@ import (
 
 	"github.com/handoff-dev/handoff"
 	"github.com/handoff-dev/handoff/stream"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -244,10 +245,30 @@ func (c *Consumer) handBack(ctx context.Context, it *item, delay time.Duration) 
 			return nil
 		}
 		_, err := nc.RequestWithContext(ctx, it.msg.Reply(), body)
+		if c.loseNakAnswer != nil && err == nil && c.loseNakAnswer(it.seq) {
+			err = context.DeadlineExceeded
+		}
+		if err != nil && !errors.Is(err, nats.ErrNoResponders) {
+			// The NAK may have been applied and its answer lost (a slow
+			// server): the message may already be redelivered, to us or
+			// another process, and JetStream applies a NAK to whatever
+			// delivery of the message is pending. Sent again, it would
+			// cut that delivery's lease short and a third one would
+			// apply the event beside it. Only "no responders" says the
+			// NAK reached nobody; otherwise the ack wait redelivers.
+			return fmt.Errorf("%w: %w", errNotResent, err)
+		}
 		return err
 	})
 	if err != nil {
 		c.log.Debug("hand-back not confirmed; the ack wait will redeliver", "subject", it.subject, "seq", it.seq, "err", err)
+		if errors.Is(err, errNotResent) {
+			// Perhaps applied by a leader that is stopping: an election
+			// sends it again, as a confirmed one (election.go), when
+			// holders heartbeat every second and the resent delay is
+			// longer.
+			c.released.add(it.seq, it.msg.Reply(), sent, delay)
+		}
 		return
 	}
 	// Confirmed is not yet replicated: kept to send again if the leader
@@ -257,6 +278,10 @@ func (c *Consumer) handBack(ctx context.Context, it *item, delay time.Duration) 
 	c.released.add(it.seq, it.msg.Reply(), sent, delay)
 	c.log.Debug("handed back", "subject", it.subject, "seq", it.seq, "delivered", it.delivered, "delay", delay)
 }
+
+// errNotResent marks a send whose outcome is unknown and that must not be
+// sent again.
+var errNotResent = errors.New("outcome unknown, not sent again")
 
 // confirm runs send until it succeeds, the lease on the message can no
 // longer be proven, or ctx ends, counting each retry.
@@ -269,7 +294,7 @@ func (c *Consumer) confirm(ctx context.Context, it *item, kind string, send func
 		if err == nil || errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 			return nil
 		}
-		if ctx.Err() != nil || !c.leaseHolds(it) {
+		if ctx.Err() != nil || !c.leaseHolds(it) || errors.Is(err, errNotResent) {
 			return err
 		}
 		c.log.Debug("not confirmed; sending again", "kind", kind, "subject", it.subject, "seq", it.seq, "lease_age", it.leaseAge(), "err", err)

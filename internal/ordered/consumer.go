@@ -160,6 +160,9 @@ type Consumer struct {
 	// loseHandBack, set by tests, drops a hand-back as a leader that
 	// stops with it queued does: answered, and forgotten.
 	loseHandBack func(seq uint64) bool
+	// loseNakAnswer, set by tests, loses the answer to an applied NAK,
+	// as a server too slow to answer within the timeout does.
+	loseNakAnswer func(seq uint64) bool
 }
 
 // New returns a consumer of cfg.Stream that hands events to h; reg receives

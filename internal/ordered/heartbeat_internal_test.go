@@ -90,3 +90,74 @@ func TestNoHeartbeatAfterHandBack(t *testing.T) {
 		t.Fatalf("redelivered %+v, want stream sequence %d delivered twice", md, it.seq)
 	}
 }
+
+// TestHandBackWithLostAnswerIsNotSentAgain: a NAK whose answer does not
+// come within the timeout may have been applied; the message may already
+// be redelivered to another process. JetStream applies a NAK to whatever
+// delivery of the message is pending, so a NAK sent again would cut that
+// delivery short, a third delivery would pass the head check beside it,
+// and both would apply the event (worker TestOutagesRedisAndNATS found
+// custom_ids twice in LiveChat under load). Here the first NAK is applied
+// and its answer lost; the second delivery must then stay the only one.
+func TestHandBackWithLostAnswerIsNotSentAgain(t *testing.T) {
+	n := testenv.StartNATS(t)
+	_, js := n.Connect()
+	scfg := stream.DefaultConfig()
+	scfg.AckWait = 2 * time.Minute
+	ctx := context.Background()
+	if _, err := stream.Setup(ctx, js, scfg); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := handoff.NewEvent(handoff.TypeMessageUser, "conv-lost-answer", handoff.UserMessage{Text: "hello"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publisher.New(js, publisher.WithSource("test")).Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Stream, cfg.Durable, cfg.Subsystem = stream.InStream, stream.Consumer, "test"
+	cfg.AckWait = scfg.AckWait
+	c, err := New(cfg, js, HandlerFunc(func(context.Context, *Delivery) error { return nil }), prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.loseNakAnswer = func(uint64) bool { return true }
+	cons, err := js.Consumer(ctx, stream.InStream, stream.Consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(wait time.Duration) jetstream.Msg {
+		t.Helper()
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(wait))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			return m
+		}
+		return nil
+	}
+	msg := fetch(5 * time.Second)
+	if msg == nil {
+		t.Fatal("the event was not delivered")
+	}
+	md, err := msg.Metadata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	it := &item{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, subject: msg.Subject(), lease: time.Now()}
+	done := make(chan struct{})
+	go func() { defer close(done); c.handBack(ctx, it, 50*time.Millisecond) }()
+
+	// Another process takes the redelivery and holds it.
+	second := fetch(30 * time.Second)
+	if second == nil {
+		t.Fatal("the applied hand-back did not redeliver the event")
+	}
+	if third := fetch(3 * time.Second); third != nil {
+		md, _ := third.Metadata()
+		t.Fatalf("delivered again while the second delivery is held (%+v): the hand-back was sent again and cut it short", md)
+	}
+	<-done
+}
