@@ -21,6 +21,7 @@ import (
 	"github.com/handoff-dev/handoff/livechat"
 	"github.com/handoff-dev/handoff/livechat/livechatsim"
 	"github.com/handoff-dev/handoff/stream"
+	"github.com/handoff-dev/handoff/worker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -36,7 +37,12 @@ import (
 //     idempotency, 16 goroutines: the baseline;
 // (c) the worker with 100 ms LiveChat latency, 2,000 conversations;
 // (d) publish-to-LiveChat latency at 500 events/s;
-// (e) the worker process's peak RSS with 10,000 active conversations.
+// (e) the worker process's peak RSS with 10,000 active conversations;
+// (f) one hot conversation: 1,000 events published first, then 300
+//     conversations × 3 events, LiveChat answering in 50 ms, default
+//     settings: when the 300 are in LiveChat, the hot conversation's pace
+//     against LiveChat's (20 events/s), and the redeliveries per 1,000
+//     events that --max-held-per-conversation costs.
 //
 // (a) also reports the Redis memory of an active conversation: every key
 // the worker wrote (MEMORY USAGE) divided by the conversations, and the
@@ -74,6 +80,7 @@ func BenchmarkHandoff(b *testing.B) {
 		b.Run(st+"/c_worker_100ms", func(b *testing.B) { benchWorker(b, st, scaled(2000), 10, 100) })
 		b.Run(st+"/d_latency_500ps", func(b *testing.B) { benchLatency(b, st, 500, 10*time.Second) })
 		b.Run(st+"/e_rss_10k", func(b *testing.B) { benchRSS(b, st, scaled(10000)) })
+		b.Run(st+"/f_hot", func(b *testing.B) { benchHot(b, st, scaled(1000), scaled(300), 50) })
 	}
 	for _, st := range backends {
 		if a[st] > 0 && base > 0 {
@@ -159,6 +166,51 @@ func benchWorker(b *testing.B, backend string, conversations, perConv, latencyMS
 	fmt.Printf("worker (%s): %d conversations × %d events, LiveChat latency %d ms: %d events in %v = %.0f events/s\n",
 		backend, conversations, perConv, latencyMS, total, elapsed.Round(time.Millisecond), rate)
 	return rate, e
+}
+
+// benchHot publishes a backlog of hot events to one conversation, then
+// conversations × 3 events, and runs one worker on default settings.
+func benchHot(b *testing.B, backend string, hot, conversations, latencyMS int) {
+	e := newEnvStore(b, backend)
+	if err := e.sim.SetFaults(livechatsim.Faults{Latency: &livechatsim.Latency{FixedMS: latencyMS}}); err != nil {
+		b.Fatal(err)
+	}
+	const hotConv = "projects/acme/agent/sessions/hot"
+	e.publishBurst(b, hotConv, hot)
+	total := hot + e.publishAll(b, conversations, 3)
+	str, err := e.js.Stream(context.Background(), stream.InStream)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	reg, _ := e.startWorker(worker.DefaultConfig())
+	var others time.Duration
+	for others == 0 {
+		info, err := str.Info(context.Background(), jetstream.WithSubjectFilter(stream.InSubject(hotConv)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if info.State.Msgs == info.State.Subjects[stream.InSubject(hotConv)] {
+			others = time.Since(start)
+		}
+		if time.Since(start) > 10*time.Minute {
+			b.Fatal("the ordinary conversations were not applied within 10 minutes")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.waitDrained(10 * time.Minute)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	redeliveries := e.redeliveries(total)
+	perK := 1000 * float64(redeliveries) / float64(total)
+	hotRate := float64(hot) / elapsed.Seconds()
+	b.ReportMetric(others.Seconds(), "others_s")
+	b.ReportMetric(hotRate, "hot_events/s")
+	b.ReportMetric(perK, "redeliveries/1000")
+	fmt.Printf("hot (%s): %d hot events, then %d conversations × 3, LiveChat latency %d ms: the others applied after %v; the hot conversation took %v (%.1f events/s, LiveChat's pace %d/s); %d redeliveries (%.0f per 1,000 events), %v fairness hand-backs\n",
+		backend, hot, conversations, latencyMS, others.Round(10*time.Millisecond), elapsed.Round(100*time.Millisecond), hotRate, 1000/latencyMS,
+		redeliveries, perK, metricValue(b, reg, "handoff_worker_fairness_hand_backs_total"))
 }
 
 // reportRedisMemory measures what the conversations cost Redis: every key

@@ -40,6 +40,11 @@ type Config struct {
 	// MaxInFlight bounds the events one process holds at once: being
 	// applied, or waiting behind an older event of the same conversation.
 	MaxInFlight int
+	// MaxHeldPerConversation bounds the events of one conversation a
+	// process holds; the newer ones go back to the stream, timed to
+	// return when the conversation needs them, so one conversation's
+	// backlog cannot stall the others (ARCHITECTURE.md, "Why order holds").
+	MaxHeldPerConversation int
 	// MaxAttempts is the retry budget of one event for transient failures
 	// before it is dead-lettered. Outages (LiveChat's circuit open, Redis
 	// or NATS unreachable) do not spend it: events wait for them.
@@ -115,12 +120,16 @@ func DefaultConfig() Config {
 		PickupTimeout:     3 * time.Minute,
 		PickupAction:      PickupWait,
 		QueuePollInterval: 30 * time.Second,
+
+		// The ordered consumer's default.
+		MaxHeldPerConversation: ordered.DefaultConfig().MaxHeldPerConversation,
 	}
 }
 
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	positive(&c.MaxInFlight, d.MaxInFlight)
+	positive(&c.MaxHeldPerConversation, d.MaxHeldPerConversation)
 	positive(&c.MaxAttempts, d.MaxAttempts)
 	positive(&c.BackoffBase, d.BackoffBase)
 	positive(&c.BackoffMax, d.BackoffMax)
@@ -212,20 +221,21 @@ func New(cfg Config, js jetstream.JetStream, lc *livechat.Client, st store.Store
 // worker's metric names (handoff_worker_*).
 func (c Config) consumerConfig() ordered.Config {
 	return ordered.Config{
-		Stream:          stream.InStream,
-		Durable:         stream.Consumer,
-		DLQPrefix:       stream.DLQPrefix,
-		Subsystem:       "worker",
-		MaxInFlight:     c.MaxInFlight,
-		MaxAttempts:     c.MaxAttempts,
-		BackoffBase:     c.BackoffBase,
-		BackoffMax:      c.BackoffMax,
-		OrderDelay:      c.OrderDelay,
-		OutageDelay:     c.OutageDelay,
-		ShutdownTimeout: c.ShutdownTimeout,
-		AckWait:         c.AckWait,
-		StatsInterval:   c.StatsInterval,
-		Classify:        classify,
+		Stream:                 stream.InStream,
+		Durable:                stream.Consumer,
+		DLQPrefix:              stream.DLQPrefix,
+		Subsystem:              "worker",
+		MaxInFlight:            c.MaxInFlight,
+		MaxAttempts:            c.MaxAttempts,
+		MaxHeldPerConversation: c.MaxHeldPerConversation,
+		BackoffBase:            c.BackoffBase,
+		BackoffMax:             c.BackoffMax,
+		OrderDelay:             c.OrderDelay,
+		OutageDelay:            c.OutageDelay,
+		ShutdownTimeout:        c.ShutdownTimeout,
+		AckWait:                c.AckWait,
+		StatsInterval:          c.StatsInterval,
+		Classify:               classify,
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/handoff-dev/handoff/internal/demo"
 	"github.com/handoff-dev/handoff/livechat"
 	"github.com/handoff-dev/handoff/stream"
+	"github.com/handoff-dev/handoff/worker"
 )
 
 func runDev(ctx context.Context, args []string, stdout io.Writer) error {
@@ -36,6 +37,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		dialogflowPull string
 		esFollowup     string
 		demoAddr       string
+		maxHeld        int
 	)
 	f := newFlags("dev", "[flags]", "Run the whole service in one process for local development: an embedded NATS\nserver with JetStream and the streams, the state store (Redis when --redis-url\nis given or redis-server is on PATH, otherwise JetStream key-value buckets on\nthe embedded NATS: nothing to install), the LiveChat simulator, a worker and\nthe gateway (with authentication off, listening on loopback). Data stays in\n--data-dir, so the next start resumes. Stop with Ctrl-C.")
 	lg.register(f)
@@ -52,6 +54,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	f.String(&callbackSecret, "callback-secret", "HANDOFF_CALLBACK_SECRET", "", "callback signing secret, whsec_<base64> (prefer the environment variable)")
 	f.String(&dialogflowPull, "dialogflow-pull", "HANDOFF_GATEWAY_DIALOGFLOW_PULL", "auto", "answer each Dialogflow turn with the agent's messages no push surface showed yet: auto (on when --callback-url is empty), on or off")
 	f.String(&esFollowup, "es-followup-event", "HANDOFF_GATEWAY_ES_FOLLOWUP_EVENT", "", "ES event (e.g. HANDOFF_ENDED) the first answer after the chat closed, or a cancel, invokes so the bot takes the turn (empty: none)")
+	f.Int(&maxHeld, "max-held-per-conversation", "HANDOFF_MAX_HELD_PER_CONVERSATION", worker.DefaultConfig().MaxHeldPerConversation, "events of one conversation the worker holds, inbound and outbound (at least 2); the newer ones go back to the stream, timed to return when needed, so one conversation's backlog cannot stall the others")
 	if err := f.parse(args, stdout); err != nil {
 		return err
 	}
@@ -122,7 +125,8 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		{"worker", runWorker, append([]string{"--nats-url", natsURL,
 			"--livechat-api-url", simURL, "--livechat-accounts-url", simURL,
 			"--livechat-client-id", "handoff-dev", "--livechat-client-secret", "dev", "--livechat-refresh-token", "dev",
-			"--metrics-addr", metricsAddr, "--callback-url", callbackURL, "--callback-secret", callbackSecret}, storeArgs...)},
+			"--metrics-addr", metricsAddr, "--callback-url", callbackURL, "--callback-secret", callbackSecret,
+			"--max-held-per-conversation", strconv.Itoa(maxHeld)}, storeArgs...)},
 		{"gateway", runGateway, append([]string{"--nats-url", natsURL,
 			"--listen", gatewayAddr, "--insecure-no-auth", "--livechat-webhook-secret", devWebhookSecret,
 			"--callback-url", callbackURL, "--dialogflow-pull", dialogflowPull, "--es-followup-event", esFollowup}, storeArgs...)},

@@ -117,6 +117,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 	f.Int(&cfg.Group, "livechat-group", "LIVECHAT_GROUP", cfg.Group, "LiveChat group for handoffs that name none (0: all agents)")
 	f.Bool(&cfg.Continuous, "continuous", "HANDOFF_CONTINUOUS", cfg.Continuous, "open chats even when no agent is online, so messages wait for one")
 	f.Int(&cfg.MaxInFlight, "max-in-flight", "HANDOFF_MAX_IN_FLIGHT", cfg.MaxInFlight, "events this process holds at once")
+	f.Int(&cfg.MaxHeldPerConversation, "max-held-per-conversation", "HANDOFF_MAX_HELD_PER_CONVERSATION", cfg.MaxHeldPerConversation, "events of one conversation this process holds, inbound and outbound (at least 2); the newer ones go back to the stream, timed to return when needed, so one conversation's backlog cannot stall the others")
 	f.Int(&cfg.MaxAttempts, "max-attempts", "HANDOFF_MAX_ATTEMPTS", cfg.MaxAttempts, "attempts of one event on transient failures before it is dead-lettered (outages do not count)")
 	f.Duration(&cfg.BackoffBase, "backoff-base", "HANDOFF_BACKOFF_BASE", cfg.BackoffBase, "first retry delay; doubles per attempt, with jitter")
 	f.Duration(&cfg.BackoffMax, "backoff-max", "HANDOFF_BACKOFF_MAX", cfg.BackoffMax, "longest retry delay")
@@ -136,6 +137,9 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	cfg.Stream = n.stream
+	// One knob for both consumers: fairness between conversations is the
+	// same question in both directions.
+	ob.cfg.Consumer.MaxHeldPerConversation = cfg.MaxHeldPerConversation
 	if err := setMemoryLimit(memLimit, log); err != nil {
 		return err
 	}

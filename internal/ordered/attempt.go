@@ -19,6 +19,8 @@ import (
 // also holds.
 func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 	start := time.Now()
+	it.applied = false
+	var applyStart time.Time
 	ev, payload, err := decode(it.msg)
 	typ := string(ev.Type)
 	if typ == "" || !ev.Type.Known() {
@@ -33,40 +35,70 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 	// Order: only the oldest message still stored on the subject may be
 	// handled. Acked messages are gone (work queue), so this is the next
 	// event of the conversation in publish order.
-	head, err := c.headOf(ctx, it.subject)
-	// A head check that failed is most often a stream leader election
-	// (a second or so): ask again while the lease holds rather than hand
-	// the event back, since a hand-back cannot reach a leaderless consumer
-	// either.
-	for delay := confirmFirstDelay; err != nil && ctx.Err() == nil && c.leaseHolds(it); delay = min(2*delay, confirmMaxDelay) {
-		c.log.Debug("head check failed; asking again", "subject", it.subject, "seq", it.seq, "err", err)
-		c.m.retried("head_check_failed")
-		sleepCtx(ctx, jitter(delay))
-		head, err = c.headOf(ctx, it.subject)
-	}
-	switch {
-	case err != nil:
-		c.outages.report("nats_unavailable", err)
-		c.handBack(ctx, it, jitter(c.cfg.OutageDelay))
-		c.m.retried("nats_unavailable")
-		c.m.observe(typ, "retried", start)
-		return false
-	case head == 0 || head > it.seq:
-		// Our message is no longer stored: a redelivery of an event that
-		// was handled and acknowledged.
-		c.log.Debug("stale redelivery acknowledged", "subject", it.subject, "seq", it.seq, "head", head, "delivered", it.delivered)
-		_ = it.msg.Ack()
-		c.m.observe(typ, "duplicate", start)
-		return false
-	case head < it.seq:
+	var poll, waited time.Duration
+	for {
+		checked := time.Now()
+		head, err := c.headOf(ctx, it.subject)
+		// A head check that failed is most often a stream leader election
+		// (a second or so): ask again while the lease holds rather than
+		// hand the event back, since a hand-back cannot reach a leaderless
+		// consumer either.
+		for delay := confirmFirstDelay; err != nil && ctx.Err() == nil && c.leaseHolds(it); delay = min(2*delay, confirmMaxDelay) {
+			c.log.Debug("head check failed; asking again", "subject", it.subject, "seq", it.seq, "err", err)
+			c.m.retried("head_check_failed")
+			sleepCtx(ctx, jitter(delay))
+			checked = time.Now()
+			head, err = c.headOf(ctx, it.subject)
+		}
+		switch {
+		case err != nil:
+			c.outages.report("nats_unavailable", err)
+			c.handBack(ctx, it, jitter(c.cfg.OutageDelay))
+			c.m.retried("nats_unavailable")
+			c.m.observe(typ, "retried", start)
+			return false
+		case head == 0 || head > it.seq:
+			// Our message is no longer stored: a redelivery of an event
+			// that was handled and acknowledged.
+			c.log.Debug("stale redelivery acknowledged", "subject", it.subject, "seq", it.seq, "head", head, "delivered", it.delivered)
+			_ = it.msg.Ack()
+			c.m.observe(typ, "duplicate", start)
+			return false
+		}
+		c.sawHead(it.subject, head)
+		if head == it.seq {
+			applyStart = checked
+			break
+		}
 		if c.holdsWaiting(it.subject, head) {
 			c.log.Debug("waiting behind an older event held here", "subject", it.subject, "seq", it.seq, "head", head)
 			return true
 		}
 		// Another process holds the older event (or it waits for
-		// redelivery); come back shortly.
-		c.log.Debug("deferred behind an older event held elsewhere", "subject", it.subject, "seq", it.seq, "head", head, "delivered", it.delivered)
-		c.handBack(ctx, it, c.orderDelay(it.delivered))
+		// redelivery). Close to the head, wait here for our turn;
+		// further back, go back to the stream until about when the
+		// conversation gets there (fair.go).
+		r := int(it.seq - head)
+		if r >= c.cfg.MaxHeldPerConversation {
+			h, density := c.shape(ctx, it.subject, head)
+			r = rank(it.seq, max(h, head), density)
+		}
+		c.mu.Lock()
+		apply := c.applyTime(c.paces[it.subject])
+		c.mu.Unlock()
+		if r < c.cfg.MaxHeldPerConversation && c.mayWaitTurn(it, waited) {
+			poll = c.pollDelay(poll, apply)
+			t := time.Now()
+			c.waitTurn(ctx, it.subject, poll)
+			waited += time.Since(t)
+			continue
+		}
+		delay := c.orderDelay(it.delivered)
+		if r >= c.cfg.MaxHeldPerConversation {
+			delay = c.fairDelay(r, apply)
+		}
+		c.log.Debug("deferred behind an older event held elsewhere", "subject", it.subject, "seq", it.seq, "head", head, "delivered", it.delivered, "rank", r, "delay", delay)
+		c.handBackUntouched(ctx, it, delay)
 		c.m.observe(typ, "deferred", start)
 		return false
 	}
@@ -86,7 +118,7 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 		Header:    it.msg.Headers(),
 		it:        it,
 		mayAct:    c.mayAct,
-		uncertain: it.delivered > 1 || it.msg.Headers().Get(HeaderReplay) != "",
+		uncertain: !c.claimUntouched(ctx, it) || it.msg.Headers().Get(HeaderReplay) != "",
 	}
 	for attempt := 1; ; attempt++ {
 		d.Attempt = attempt
@@ -113,6 +145,10 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 			if outcome == "applied" {
 				c.m.lag.Observe(time.Since(ev.Time).Seconds())
 				c.outages.over()
+				if attempt == 1 {
+					c.observeApply(time.Since(applyStart))
+					it.applied = waited == 0
+				}
 			}
 			c.m.observe(typ, outcome, start)
 			return false

@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/handoff-dev/handoff/stream"
@@ -60,6 +61,12 @@ type Config struct {
 	// MaxInFlight bounds the events one process holds at once: being
 	// handled, or waiting behind an older event of the same conversation.
 	MaxInFlight int
+	// MaxHeldPerConversation bounds the events of one conversation one
+	// process holds (at least 2); the newer ones go back to the stream,
+	// timed to return when the conversation needs them, so one
+	// conversation's backlog cannot take the slots of all the others
+	// (see fair.go).
+	MaxHeldPerConversation int
 	// MaxAttempts is the retry budget of one event for transient failures
 	// before it is dead-lettered. Outages do not spend it.
 	MaxAttempts int
@@ -90,16 +97,19 @@ type Config struct {
 // README.md.
 func DefaultConfig() Config {
 	return Config{
-		DLQPrefix:       stream.DLQPrefix,
-		MaxInFlight:     1024,
-		MaxAttempts:     12,
-		BackoffBase:     100 * time.Millisecond,
-		BackoffMax:      10 * time.Second,
-		OrderDelay:      100 * time.Millisecond,
-		OutageDelay:     2 * time.Second,
-		ShutdownTimeout: 20 * time.Second,
-		AckWait:         stream.DefaultConfig().AckWait,
-		StatsInterval:   5 * time.Second,
+		DLQPrefix:   stream.DLQPrefix,
+		MaxInFlight: 1024,
+		MaxAttempts: 12,
+		// Eight keep a conversation busy through a few slow calls while
+		// its next events come back from the stream.
+		MaxHeldPerConversation: 8,
+		BackoffBase:            100 * time.Millisecond,
+		BackoffMax:             10 * time.Second,
+		OrderDelay:             100 * time.Millisecond,
+		OutageDelay:            2 * time.Second,
+		ShutdownTimeout:        20 * time.Second,
+		AckWait:                stream.DefaultConfig().AckWait,
+		StatsInterval:          5 * time.Second,
 	}
 }
 
@@ -109,6 +119,8 @@ func (c Config) withDefaults() Config {
 		c.DLQPrefix = d.DLQPrefix
 	}
 	positive(&c.MaxInFlight, d.MaxInFlight)
+	positive(&c.MaxHeldPerConversation, d.MaxHeldPerConversation)
+	c.MaxHeldPerConversation = max(c.MaxHeldPerConversation, minHeldPerConversation)
 	positive(&c.MaxAttempts, d.MaxAttempts)
 	positive(&c.BackoffBase, d.BackoffBase)
 	positive(&c.BackoffMax, d.BackoffMax)
@@ -163,6 +175,14 @@ type Consumer struct {
 	// loseNakAnswer, set by tests, loses the answer to an applied NAK,
 	// as a server too slow to answer within the timeout does.
 	loseNakAnswer func(seq uint64) bool
+	// paces are the conversations' apply times and shapes (fair.go);
+	// applyAll is the apply-time EWMA over all of them, the estimate for
+	// a conversation not applied here yet.
+	paces    map[string]*pace
+	applyAll time.Duration
+	// marks is the bucket telling other processes about those hand-backs
+	// (nil when it could not be opened).
+	marks atomic.Pointer[jetstream.KeyValue]
 }
 
 // New returns a consumer of cfg.Stream that hands events to h; reg receives
@@ -190,6 +210,11 @@ func New(cfg Config, js jetstream.JetStream, h Handler, reg prometheus.Registere
 		held:    map[uint64]*item{},
 		elected: make(chan time.Time, 1),
 		beatNow: make(chan struct{}, 1),
+		paces:   map[string]*pace{},
+		// Until an event was applied here, guess short: an event back
+		// too early is ranked and handed back again, one too late would
+		// stall its conversation.
+		applyAll: cfg.OrderDelay / 4,
 	}, nil
 }
 
@@ -237,7 +262,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 	bgCtx, stopBG := context.WithCancel(ctx)
 	var bg sync.WaitGroup
-	bg.Add(3)
+	bg.Add(4)
+	go func() { defer bg.Done(); c.openMarks(bgCtx) }()
 	go func() { defer bg.Done(); c.heartbeats(bgCtx) }()
 	go func() { defer bg.Done(); c.consumerStats(bgCtx, cons) }()
 	go func() { defer bg.Done(); c.afterElections(bgCtx) }()
@@ -316,6 +342,13 @@ type item struct {
 	// InProgress that reaches the server after the NAK restarts the ack
 	// wait, and the event would come back only after 30 s.
 	handedBack bool
+	// markRev is the revision of the mark saying the previous delivery
+	// was handed back before any attempt (fair.go); 0 when none was read.
+	markRev uint64
+	// applied: its last processing applied it at once, without waiting
+	// for an older event held elsewhere (its time is the conversation's
+	// pace).
+	applied bool
 }
 
 func (it *item) leaseAge() time.Duration {
@@ -348,6 +381,14 @@ func (it *item) markHandedBack() {
 // convQueue holds one conversation's messages in stream order.
 type convQueue struct {
 	items []*item
+	// cur is the message its runner has taken out of items, if any.
+	cur *item
+	// wake tells a runner waiting for cur's turn that an older message
+	// joined the queue.
+	wake chan struct{}
+	// lastApplied is when the runner last applied a message with the
+	// next one already queued, zero otherwise: the start of a cycle.
+	lastApplied time.Time
 }
 
 // insert files it in stream order. A redelivery of a message already
@@ -393,14 +434,41 @@ func (c *Consumer) dispatch(ctx context.Context, msg jetstream.Msg, release func
 	c.held[it.seq] = it
 	q, running := c.convs[it.subject]
 	if !running {
-		q = &convQueue{}
+		q = &convQueue{wake: make(chan struct{}, 1)}
 		c.convs[it.subject] = q
 	}
 	replaced := q.insert(it)
+	if q.cur != nil && it.seq < q.cur.seq {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+	}
+	// Keep the oldest: past the limit, the newest queued go back.
+	var excess []*item
+	held := len(q.items)
+	if q.cur != nil {
+		held++
+	}
+	for ; held > c.cfg.MaxHeldPerConversation && len(q.items) > 0; held-- {
+		excess = append(excess, q.items[len(q.items)-1])
+		q.items = q.items[:len(q.items)-1]
+	}
+	var oldest uint64
+	if len(excess) > 0 {
+		oldest = q.items[0].seq
+		if q.cur != nil {
+			oldest = min(oldest, q.cur.seq)
+		}
+	}
 	c.m.inFlight.Set(float64(len(c.held)))
 	c.mu.Unlock()
 	if replaced != nil {
 		c.done(replaced)
+	}
+	if len(excess) > 0 {
+		c.wg.Add(1)
+		go c.handBackExcess(ctx, it.subject, excess, oldest)
 	}
 	if !running {
 		c.wg.Add(1)
@@ -436,6 +504,7 @@ func (c *Consumer) runConversation(ctx context.Context, subject string, q *convQ
 		}
 		it := q.items[0]
 		q.items = q.items[1:]
+		q.cur = it
 		stopping := c.stopping
 		c.mu.Unlock()
 		if stopping {
@@ -443,20 +512,26 @@ func (c *Consumer) runConversation(ctx context.Context, subject string, q *convQ
 			// a restart) takes it in order.
 			it.markHandedBack()
 			_ = it.msg.Nak()
+			c.mu.Lock()
+			q.cur = nil
+			c.mu.Unlock()
 			c.done(it)
 			continue
 		}
-		if requeue := c.process(ctx, it); requeue {
-			c.mu.Lock()
-			if replaced := q.insert(it); replaced != nil && replaced != it {
-				c.mu.Unlock()
-				c.done(replaced)
-				continue
-			}
+		requeue := c.process(ctx, it)
+		c.mu.Lock()
+		q.cur = nil
+		c.cycle(q, it)
+		if !requeue {
 			c.mu.Unlock()
+			c.done(it)
 			continue
 		}
-		c.done(it)
+		replaced := q.insert(it)
+		c.mu.Unlock()
+		if replaced != nil && replaced != it {
+			c.done(replaced)
+		}
 	}
 }
 
@@ -490,6 +565,7 @@ func (c *Consumer) heartbeats(ctx context.Context) {
 		case <-c.beatNow:
 			t.Stop()
 		}
+		c.prunePaces()
 		c.mu.Lock()
 		items := make([]*item, 0, len(c.held))
 		for _, it := range c.held {

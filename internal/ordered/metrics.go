@@ -19,6 +19,7 @@ type metrics struct {
 	consumerAckPending  prometheus.Gauge
 	consumerRedelivered prometheus.Gauge
 	ackRetries          *prometheus.CounterVec
+	fairHandBacks       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, subsystem, streamName string) (*metrics, error) {
@@ -53,9 +54,11 @@ func newMetrics(reg prometheus.Registerer, subsystem, streamName string) (*metri
 		ackRetries: prometheus.NewCounterVec(prometheus.CounterOpts(opts("ack_retries_total",
 			"Acks (kind ack) and hand-backs (kind nak) sent again because JetStream did not answer, as during a leader election.")),
 			[]string{"kind"}),
+		fairHandBacks: prometheus.NewCounter(prometheus.CounterOpts(opts("fairness_hand_backs_total",
+			"Events handed back to the stream, timed to return when their conversation needs them, because this process already held --max-held-per-conversation events of that conversation: the redeliveries one conversation's backlog costs."))),
 	}
 	for _, c := range []prometheus.Collector{m.events, m.duration, m.lag, m.retries, m.inFlight,
-		m.deadLetters, m.consumerPending, m.consumerAckPending, m.consumerRedelivered, m.ackRetries} {
+		m.deadLetters, m.consumerPending, m.consumerAckPending, m.consumerRedelivered, m.ackRetries, m.fairHandBacks} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

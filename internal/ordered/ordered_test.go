@@ -543,3 +543,88 @@ func TestLeaseDoesNotSurviveAReconnect(t *testing.T) {
 		t.Errorf("applied %v, want [%s] once", got, ev.ID)
 	}
 }
+
+// TestOneConversationCannotStarveOthers: a conversation with a backlog of
+// 300 events is published first, then 30 conversations of one event each,
+// and the slots allow 32 events per process. Without a limit per
+// conversation the slots would hold the backlog and the 30 would wait for
+// nearly all of it; with it, each of them is applied before the backlog's
+// 150th event, the backlog is applied exactly once and in order, and its
+// hand-backs are counted and cost a few redeliveries per event, not one
+// per event and round.
+func TestOneConversationCannotStarveOthers(t *testing.T) {
+	for _, consumers := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d consumers", consumers), func(t *testing.T) {
+			e := newEnv(t)
+			var mu sync.Mutex
+			var order []string // conversations, in the order their events were applied
+			h := newRecorder(func(d *ordered.Delivery, _ int) error {
+				time.Sleep(3 * time.Millisecond) // a downstream with a pace
+				mu.Lock()
+				order = append(order, d.Key)
+				mu.Unlock()
+				return nil
+			})
+			cfg := testConfig()
+			cfg.MaxInFlight = 32
+			cfg.MaxHeldPerConversation = 4
+			var regs []*prometheus.Registry
+			for range consumers {
+				reg, _ := e.start(cfg, h)
+				regs = append(regs, reg)
+			}
+
+			const hot, backlog, others = "hot", 300, 30
+			var want []string
+			for i := range backlog {
+				want = append(want, e.publish(hot, fmt.Sprintf("message %d", i)).ID)
+			}
+			for i := range others {
+				e.publish(fmt.Sprintf("conversation %d", i), "hello")
+			}
+			waitFor(t, 2*time.Minute, "stream drained", func() bool { return e.inboundLen() == 0 })
+
+			if got := h.appliedOf(hot); !slices.Equal(got, want) {
+				t.Errorf("the backlog: applied %d events, want its %d once each in publish order", len(got), len(want))
+			}
+			mu.Lock()
+			hotSeen, othersSeen := 0, 0
+			for _, c := range order {
+				if c == hot {
+					hotSeen++
+					continue
+				}
+				othersSeen++
+				if hotSeen >= backlog/2 {
+					t.Errorf("%s applied after %d of the backlog's events: it waited behind the backlog", c, hotSeen)
+				}
+			}
+			mu.Unlock()
+			if othersSeen != others {
+				t.Errorf("%d of the %d other conversations applied", othersSeen, others)
+			}
+			var handBacks float64
+			for _, reg := range regs {
+				handBacks += metricValue(t, reg, "handoff_test_fairness_hand_backs_total")
+			}
+			if handBacks == 0 {
+				t.Errorf("no fairness hand-back counted")
+			}
+			cons, err := e.js.Consumer(context.Background(), stream.InStream, stream.Consumer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := cons.Info(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			redeliveries := int(info.Delivered.Consumer) - backlog - others
+			t.Logf("%d consumers: %v fairness hand-backs, %d redeliveries for a backlog of %d", consumers, handBacks, redeliveries, backlog)
+			// One hand-back per round for every held-back event would be
+			// thousands here; the timed hand-back costs a few per event.
+			if redeliveries > 10*backlog {
+				t.Errorf("%d redeliveries for a backlog of %d", redeliveries, backlog)
+			}
+		})
+	}
+}
