@@ -113,6 +113,35 @@ func (n *natsFlags) connect(name string, log *slog.Logger) (*nats.Conn, jetstrea
 	return connect(n.url, name, log, opts...)
 }
 
+// connectWaiting is connect for a process that consumes for as long as it
+// runs (the worker): when no NATS server answers at start (NATS restarting,
+// or starting beside it), it tries again with backoff until ctx ends,
+// logging once, instead of exiting to be restarted later. Other failures
+// (credentials, flags) end it at once.
+func (n *natsFlags) connectWaiting(ctx context.Context, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	delay := 250 * time.Millisecond
+	since, warned := time.Now(), false
+	for {
+		nc, js, err := n.connect(name, log)
+		if err == nil || !errors.Is(err, nats.ErrNoServers) {
+			if err == nil && warned {
+				log.Info("nats reachable", "url", nc.ConnectedUrlRedacted(), "waited", time.Since(since).Round(time.Second))
+			}
+			return nc, js, err
+		}
+		if !warned {
+			log.Warn("no NATS server answers; trying again until one does", "err", err)
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("%w (stopped waiting: %w)", err, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
 // connect opens a NATS connection that reconnects forever and logs its
 // state changes, and a JetStream handle on it.
 func connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {

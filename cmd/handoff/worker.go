@@ -153,7 +153,7 @@ func runWorker(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 
-	nc, js, err := n.connect("handoff-worker", log)
+	nc, js, err := n.connectWaiting(ctx, "handoff-worker", log)
 	if err != nil {
 		return err
 	}
