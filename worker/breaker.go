@@ -60,13 +60,26 @@ func troubled(err error) bool {
 // reported as errBreakerOpen too: it is the outage's, not the event's, so
 // it must not spend the event's retry budget (the wrapped LiveChat error
 // still says whether the call may have been applied).
+//
+// On an event's last attempt its budget allows (lastAttempt(ctx)), a
+// troubled failure is the outage's as well when LiveChat answered nothing
+// well since the event's first attempt (at least that many failures in a
+// row, counted across all events): with few conversations an outage spends an event's budget
+// before the circuit has seen enough failures to open, and the event must
+// wait for LiveChat, not be dead-lettered. A failure of this event alone,
+// while others' calls succeed, still spends its budget.
 func (b *breaker) do(ctx context.Context, fn func(context.Context) error) error {
 	_, err := b.cb.Execute(func() (struct{}, error) { return struct{}{}, fn(ctx) })
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		return fmt.Errorf("%w: %w", errBreakerOpen, err)
 	}
-	if err != nil && troubled(err) && b.cb.State() != gobreaker.StateClosed {
-		return fmt.Errorf("%w: %w", errBreakerOpen, err)
+	if err != nil && troubled(err) {
+		if b.cb.State() != gobreaker.StateClosed {
+			return fmt.Errorf("%w: %w", errBreakerOpen, err)
+		}
+		if last := lastAttempt(ctx); last > 0 && b.cb.Counts().ConsecutiveFailures >= uint32(last) {
+			return fmt.Errorf("%w: %d failures in a row, none answered since: %w", errBreakerOpen, last, err)
+		}
 	}
 	return err
 }

@@ -272,6 +272,9 @@ func (w *Worker) handle(ctx context.Context, d *ordered.Delivery) error {
 		testHookHandle(d)
 	}
 	var a attemptCalls
+	if d.Attempt >= w.cfg.MaxAttempts {
+		a.last = d.Attempt
+	}
 	err := w.apply(context.WithValue(ctx, attemptKey{}, &a), d, d.Event, d.Payload, d.Uncertain())
 	if err != nil && a.made.Load() {
 		return &afterCallsError{err: err}
@@ -279,8 +282,21 @@ func (w *Worker) handle(ctx context.Context, d *ordered.Delivery) error {
 	return err
 }
 
-// attemptCalls records whether an attempt has made a LiveChat call.
-type attemptCalls struct{ made atomic.Bool }
+// attemptCalls records whether an attempt has made a LiveChat call, and
+// carries the attempt's number when it is the last the budget allows.
+type attemptCalls struct {
+	made atomic.Bool
+	last int
+}
+
+// lastAttempt is the number of the event's attempt running in ctx when it
+// is the last its retry budget allows, else 0.
+func lastAttempt(ctx context.Context) int {
+	if a, ok := ctx.Value(attemptKey{}).(*attemptCalls); ok {
+		return a.last
+	}
+	return 0
+}
 
 type attemptKey struct{}
 

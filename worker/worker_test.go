@@ -370,3 +370,35 @@ func TestLiveChatOutageDeadLettersNothing(t *testing.T) {
 		t.Errorf("no event waited for the open circuit")
 	}
 }
+
+// With one conversation, an outage spends an event's retry budget long
+// before the circuit has counted enough failures to open (12 attempts
+// against 20 failures by default; 3 against 20 here). The event must wait
+// for LiveChat, not be dead-lettered: nothing answered between its
+// attempts, so the failure is not the event's.
+func TestOutageWithOneConversationDeadLettersNothing(t *testing.T) {
+	e := newEnv(t)
+	cfg := testConfig()
+	cfg.MaxAttempts = 3
+	cfg.BreakerFailures = 20
+	reg, _ := e.startWorker(cfg)
+	want := e.publishConversations(0, 1, 1, nil)
+	e.waitDrained(20 * time.Second)
+	if err := e.sim.SetFaults(livechatsim.Faults{Errors: []livechatsim.ErrorFault{{Action: "*", Rate: 1, Type: "service_unavailable", Status: 503}}}); err != nil {
+		t.Fatal(err)
+	}
+	for c := range want {
+		ev := e.publish(handoff.TypeMessageUser, c, handoff.UserMessage{Text: "during the outage"})
+		want[c] = append(want[c], ev.ID)
+	}
+	// Long enough for several budgets' worth of attempts.
+	waitFor(t, 20*time.Second, func() bool {
+		return metricValue(t, reg, "handoff_worker_retries_total", "reason", "livechat_circuit_open") >= 2
+	})
+	e.sim.ResetFaults()
+	e.waitDrained(30 * time.Second)
+	e.checkExactlyOnceInOrder(want)
+	if dl := e.deadLetters(); len(dl) != 0 {
+		t.Errorf("%d events dead-lettered for an outage; first: %s %s", len(dl), dl[0].Reason, dl[0].Error)
+	}
+}
