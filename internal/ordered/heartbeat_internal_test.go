@@ -53,26 +53,8 @@ func TestNoHeartbeatAfterHandBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fetch := func(wait time.Duration) jetstream.Msg {
-		t.Helper()
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(wait))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			return m
-		}
-		return nil
-	}
-	msg := fetch(5 * time.Second)
-	if msg == nil {
-		t.Fatal("the event was not delivered")
-	}
-	md, err := msg.Metadata()
-	if err != nil {
-		t.Fatal(err)
-	}
-	it := &item{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, subject: msg.Subject(), lease: time.Now()}
+	fetch := func(wait time.Duration) jetstream.Msg { t.Helper(); return fetchOne(t, cons, wait) }
+	it := heldItem(t, fetch(5*time.Second))
 
 	// The heartbeat loop's snapshot holds it; the hand-back comes before
 	// the loop reaches it.
@@ -127,26 +109,8 @@ func TestHandBackWithLostAnswerIsNotSentAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fetch := func(wait time.Duration) jetstream.Msg {
-		t.Helper()
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(wait))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			return m
-		}
-		return nil
-	}
-	msg := fetch(5 * time.Second)
-	if msg == nil {
-		t.Fatal("the event was not delivered")
-	}
-	md, err := msg.Metadata()
-	if err != nil {
-		t.Fatal(err)
-	}
-	it := &item{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, subject: msg.Subject(), lease: time.Now()}
+	fetch := func(wait time.Duration) jetstream.Msg { t.Helper(); return fetchOne(t, cons, wait) }
+	it := heldItem(t, fetch(5*time.Second))
 	done := make(chan struct{})
 	go func() { defer close(done); c.handBack(ctx, it, 50*time.Millisecond) }()
 
@@ -160,4 +124,30 @@ func TestHandBackWithLostAnswerIsNotSentAgain(t *testing.T) {
 		t.Fatalf("delivered again while the second delivery is held (%+v): the hand-back was sent again and cut it short", md)
 	}
 	<-done
+}
+
+// fetchOne pulls one message from cons within wait, or returns nil.
+func fetchOne(t *testing.T, cons jetstream.Consumer, wait time.Duration) jetstream.Msg {
+	t.Helper()
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		return m
+	}
+	return nil
+}
+
+// heldItem is msg as the consumer holds it after a delivery.
+func heldItem(t *testing.T, msg jetstream.Msg) *item {
+	t.Helper()
+	if msg == nil {
+		t.Fatal("the event was not delivered")
+	}
+	md, err := msg.Metadata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &item{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, subject: msg.Subject(), lease: time.Now()}
 }
