@@ -334,71 +334,62 @@ func TestRecreatedStreamDoesNotFenceNewEvents(t *testing.T) {
 }
 
 // TestLiveChatOutageDeadLettersNothing: LiveChat answers every request 503
-// for a while. The circuit opens (a metric says so), events wait in the
-// stream instead of spending their retry budget, and once LiveChat is back
-// everything arrives, exactly once, in order, with no dead letter — even
-// with a budget of three attempts.
+// for a while. Events wait in the stream instead of spending their retry
+// budget, and once LiveChat is back everything arrives, exactly once, in
+// order, with no dead letter, even with a budget of three attempts:
+//   - with many conversations the circuit opens (a metric says so);
+//   - with one conversation the budget runs out long before the circuit
+//     has counted enough failures to open (12 attempts against 20 failures
+//     by default; 3 against 20 here): nothing answered between the
+//     event's attempts, so the failure is the outage's, not the event's.
 func TestLiveChatOutageDeadLettersNothing(t *testing.T) {
-	e := newEnv(t)
-	cfg := testConfig()
-	cfg.MaxAttempts = 3
-	cfg.BreakerFailures = 5
-	reg, _ := e.startWorker(cfg)
-	// Open the conversations first, so the outage hits messages.
-	want := e.publishConversations(0, 10, 1, nil)
-	e.waitDrained(20 * time.Second)
-	if err := e.sim.SetFaults(livechatsim.Faults{Errors: []livechatsim.ErrorFault{{Action: "*", Rate: 1, Type: "service_unavailable", Status: 503}}}); err != nil {
-		t.Fatal(err)
-	}
-	for c := range want {
-		for i := range 5 {
-			ev := e.publish(handoff.TypeMessageUser, c, handoff.UserMessage{Text: fmt.Sprintf("during the outage %d", i)})
-			want[c] = append(want[c], ev.ID)
-		}
-	}
-	waitFor(t, 20*time.Second, func() bool {
-		return metricValue(t, reg, "handoff_worker_livechat_circuit_state", "host", "api") == 2
-	})
-	time.Sleep(2 * time.Second) // several open/half-open rounds
-	e.sim.ResetFaults()
-	e.waitDrained(30 * time.Second)
-	e.checkExactlyOnceInOrder(want)
-	if dl := e.deadLetters(); len(dl) != 0 {
-		t.Errorf("%d events dead-lettered for an outage; first: %s %s", len(dl), dl[0].Reason, dl[0].Error)
-	}
-	if got := metricValue(t, reg, "handoff_worker_retries_total", "reason", "livechat_circuit_open"); got == 0 {
-		t.Errorf("no event waited for the open circuit")
-	}
-}
-
-// With one conversation, an outage spends an event's retry budget long
-// before the circuit has counted enough failures to open (12 attempts
-// against 20 failures by default; 3 against 20 here). The event must wait
-// for LiveChat, not be dead-lettered: nothing answered between its
-// attempts, so the failure is not the event's.
-func TestOutageWithOneConversationDeadLettersNothing(t *testing.T) {
-	e := newEnv(t)
-	cfg := testConfig()
-	cfg.MaxAttempts = 3
-	cfg.BreakerFailures = 20
-	reg, _ := e.startWorker(cfg)
-	want := e.publishConversations(0, 1, 1, nil)
-	e.waitDrained(20 * time.Second)
-	if err := e.sim.SetFaults(livechatsim.Faults{Errors: []livechatsim.ErrorFault{{Action: "*", Rate: 1, Type: "service_unavailable", Status: 503}}}); err != nil {
-		t.Fatal(err)
-	}
-	for c := range want {
-		ev := e.publish(handoff.TypeMessageUser, c, handoff.UserMessage{Text: "during the outage"})
-		want[c] = append(want[c], ev.ID)
-	}
-	// Long enough for several budgets' worth of attempts.
-	waitFor(t, 20*time.Second, func() bool {
-		return metricValue(t, reg, "handoff_worker_retries_total", "reason", "livechat_circuit_open") >= 2
-	})
-	e.sim.ResetFaults()
-	e.waitDrained(30 * time.Second)
-	e.checkExactlyOnceInOrder(want)
-	if dl := e.deadLetters(); len(dl) != 0 {
-		t.Errorf("%d events dead-lettered for an outage; first: %s %s", len(dl), dl[0].Reason, dl[0].Error)
+	for _, tc := range []struct {
+		name                string
+		conversations, msgs int
+		breakerFailures     int
+		circuitOpens        bool
+	}{
+		{name: "many conversations open the circuit", conversations: 10, msgs: 5, breakerFailures: 5, circuitOpens: true},
+		{name: "one conversation before the circuit opens", conversations: 1, msgs: 1, breakerFailures: 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			cfg := testConfig()
+			cfg.MaxAttempts = 3
+			cfg.BreakerFailures = tc.breakerFailures
+			reg, _ := e.startWorker(cfg)
+			// Open the conversations first, so the outage hits messages.
+			want := e.publishConversations(0, tc.conversations, 1, nil)
+			e.waitDrained(20 * time.Second)
+			if err := e.sim.SetFaults(livechatsim.Faults{Errors: []livechatsim.ErrorFault{{Action: "*", Rate: 1, Type: "service_unavailable", Status: 503}}}); err != nil {
+				t.Fatal(err)
+			}
+			for c := range want {
+				for i := range tc.msgs {
+					ev := e.publish(handoff.TypeMessageUser, c, handoff.UserMessage{Text: fmt.Sprintf("during the outage %d", i)})
+					want[c] = append(want[c], ev.ID)
+				}
+			}
+			if tc.circuitOpens {
+				waitFor(t, 20*time.Second, func() bool {
+					return metricValue(t, reg, "handoff_worker_livechat_circuit_state", "host", "api") == 2
+				})
+				time.Sleep(2 * time.Second) // several open/half-open rounds
+			} else {
+				// Several budgets' worth of attempts.
+				waitFor(t, 20*time.Second, func() bool {
+					return metricValue(t, reg, "handoff_worker_retries_total", "reason", "livechat_circuit_open") >= 2
+				})
+			}
+			e.sim.ResetFaults()
+			e.waitDrained(30 * time.Second)
+			e.checkExactlyOnceInOrder(want)
+			if dl := e.deadLetters(); len(dl) != 0 {
+				t.Errorf("%d events dead-lettered for an outage; first: %s %s", len(dl), dl[0].Reason, dl[0].Error)
+			}
+			if got := metricValue(t, reg, "handoff_worker_retries_total", "reason", "livechat_circuit_open"); got == 0 {
+				t.Errorf("no event waited for LiveChat")
+			}
+		})
 	}
 }
