@@ -135,6 +135,10 @@ func saveScreenshot(t *testing.T, png []byte) string {
 		dir = os.TempDir()
 	}
 	path := filepath.Join(dir, "handoff-demo.png")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Errorf("save screenshot: %v", err)
+		return "(not saved)"
+	}
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		t.Errorf("save screenshot: %v", err)
 		return "(not saved)"
