@@ -26,29 +26,8 @@ import (
 // The ack wait here is two minutes, so the difference is not timing: the
 // event must come back long before it.
 func TestNoHeartbeatAfterHandBack(t *testing.T) {
-	n := testenv.StartNATS(t)
-	_, js := n.Connect()
-	scfg := stream.DefaultConfig()
-	scfg.AckWait = 2 * time.Minute
 	ctx := context.Background()
-	if _, err := stream.Setup(ctx, js, scfg); err != nil {
-		t.Fatal(err)
-	}
-	ev, err := handoff.NewEvent(handoff.TypeMessageUser, "conv-heartbeat", handoff.UserMessage{Text: "hello"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := publisher.New(js, publisher.WithSource("test")).Publish(ctx, ev); err != nil {
-		t.Fatal(err)
-	}
-
-	cfg := DefaultConfig()
-	cfg.Stream, cfg.Durable, cfg.Subsystem = stream.InStream, stream.Consumer, "test"
-	cfg.AckWait = scfg.AckWait
-	c, err := New(cfg, js, HandlerFunc(func(context.Context, *Delivery) error { return nil }), prometheus.NewRegistry(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, js := handBackFixture(t, "conv-heartbeat")
 	cons, err := js.Consumer(ctx, stream.InStream, stream.Consumer)
 	if err != nil {
 		t.Fatal(err)
@@ -82,28 +61,8 @@ func TestNoHeartbeatAfterHandBack(t *testing.T) {
 // custom_ids twice in LiveChat under load). Here the first NAK is applied
 // and its answer lost; the second delivery must then stay the only one.
 func TestHandBackWithLostAnswerIsNotSentAgain(t *testing.T) {
-	n := testenv.StartNATS(t)
-	_, js := n.Connect()
-	scfg := stream.DefaultConfig()
-	scfg.AckWait = 2 * time.Minute
 	ctx := context.Background()
-	if _, err := stream.Setup(ctx, js, scfg); err != nil {
-		t.Fatal(err)
-	}
-	ev, err := handoff.NewEvent(handoff.TypeMessageUser, "conv-lost-answer", handoff.UserMessage{Text: "hello"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := publisher.New(js, publisher.WithSource("test")).Publish(ctx, ev); err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.Stream, cfg.Durable, cfg.Subsystem = stream.InStream, stream.Consumer, "test"
-	cfg.AckWait = scfg.AckWait
-	c, err := New(cfg, js, HandlerFunc(func(context.Context, *Delivery) error { return nil }), prometheus.NewRegistry(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, js := handBackFixture(t, "conv-lost-answer")
 	c.loseNakAnswer = func(uint64) bool { return true }
 	cons, err := js.Consumer(ctx, stream.InStream, stream.Consumer)
 	if err != nil {
@@ -150,4 +109,35 @@ func heldItem(t *testing.T, msg jetstream.Msg) *item {
 		t.Fatal(err)
 	}
 	return &item{msg: msg, seq: md.Sequence.Stream, delivered: md.NumDelivered, subject: msg.Subject(), lease: time.Now()}
+}
+
+// handBackFixture publishes one event of conv on a fresh NATS with a
+// two-minute ack wait (so only a missing hand-back, never timing, can keep
+// the event away) and returns a consumer that is not running, for tests
+// that drive its hand-back and heartbeat steps by hand.
+func handBackFixture(t *testing.T, conv string) (*Consumer, jetstream.JetStream) {
+	t.Helper()
+	n := testenv.StartNATS(t)
+	_, js := n.Connect()
+	scfg := stream.DefaultConfig()
+	scfg.AckWait = 2 * time.Minute
+	ctx := context.Background()
+	if _, err := stream.Setup(ctx, js, scfg); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := handoff.NewEvent(handoff.TypeMessageUser, conv, handoff.UserMessage{Text: "hello"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publisher.New(js, publisher.WithSource("test")).Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Stream, cfg.Durable, cfg.Subsystem = stream.InStream, stream.Consumer, "test"
+	cfg.AckWait = scfg.AckWait
+	c, err := New(cfg, js, HandlerFunc(func(context.Context, *Delivery) error { return nil }), prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, js
 }
