@@ -19,6 +19,12 @@ import (
 // (a crash after delivering and before the delivered-ID record must not
 // skip it on redelivery; a repeat is a no-op).
 //
+// It decides from the record Handle read for the event, so the usual case,
+// an event that moves nothing (every agent message but the handoff's
+// first), costs no store call of its own. Only a step that moves the funnel
+// is written, fenced by that record's Version: if someone wrote since, the
+// store reads the record again and the step is decided again on it.
+//
 // An event is the handoff's only when it names the record's chat (and, for
 // a close, its thread) and is not older than the request: LiveChat keeps
 // one chat per customer, so a late event of the previous handoff names the
@@ -29,82 +35,112 @@ import (
 // and a stale event of the handoff before comes seconds earlier.
 const clockSkew = 2 * time.Second
 
-func (h *Handler) funnelStep(ctx context.Context, conv string, d *ordered.Delivery) error {
-	var (
-		chatID, threadID string
-		stage            handoff.FunnelStage
-		end              string // the abandonment reason, for events that end the handoff
-	)
+// funnelEvent is what a reverse event can do to the funnel.
+type funnelEvent struct {
+	chatID, threadID string
+	stage            handoff.FunnelStage
+	end              string // the abandonment reason, for events that end the handoff
+	at               time.Time
+}
+
+// funnelCounted is what one record write reached, counted once the write
+// succeeded.
+type funnelCounted struct {
+	f         *handoff.Funnel
+	stages    []handoff.FunnelStage
+	since     []time.Duration
+	abandoned string
+}
+
+// funnelEventOf returns what the event can do to the funnel, and false for
+// events that never move it (their handling needs no record for it).
+func funnelEventOf(d *ordered.Delivery) (funnelEvent, bool) {
+	var s funnelEvent
 	switch p := d.Payload.(type) {
 	case *handoff.ChatQueued:
-		chatID, stage = p.ChatID, handoff.StageQueued
+		s.chatID, s.stage = p.ChatID, handoff.StageQueued
 	case *handoff.AgentJoined:
-		chatID, stage = p.ChatID, handoff.StageAgentJoined
+		s.chatID, s.stage = p.ChatID, handoff.StageAgentJoined
 	case *handoff.AgentMessage:
-		chatID, stage = p.ChatID, handoff.StageFirstAgentReply
+		s.chatID, s.stage = p.ChatID, handoff.StageFirstAgentReply
 	case *handoff.ChatClosed:
-		chatID, threadID, end = p.ChatID, p.ThreadID, handoff.AbandonClosedWithoutReply
+		s.chatID, s.threadID, s.end = p.ChatID, p.ThreadID, handoff.AbandonClosedWithoutReply
 	case *handoff.AgentsUnavailable:
 		if p.Reason == handoff.ReasonPickupTimeout || p.Reason == handoff.ReasonPickupMessageLeft {
 			// The sweep's: it ended the handoff itself when it closed the
 			// chat, and with --pickup-action wait the user still waits.
-			return nil
+			return s, false
 		}
-		chatID, end = p.ChatID, handoff.AbandonNoAgents
+		s.chatID, s.end = p.ChatID, handoff.AbandonNoAgents
 	default:
-		return nil
+		return s, false
 	}
-	at := time.Now()
-	if t := d.Event.Time; !t.IsZero() && t.Before(at) {
-		at = t
+	s.at = time.Now()
+	if t := d.Event.Time; !t.IsZero() && t.Before(s.at) {
+		s.at = t
 	}
-	type counted struct {
-		f         *handoff.Funnel
-		stages    []handoff.FunnelStage
-		since     []time.Duration
-		abandoned string
+	return s, true
+}
+
+// apply moves c's funnel as the event shows and returns what it reached,
+// or store.ErrAbort when the event is not this handoff's or reaches
+// nothing new. It is a pure function of c and replaces c.Funnel rather
+// than writing through it, so it can be tried on a shallow copy.
+func (s funnelEvent) apply(c *handoff.Conversation) (funnelCounted, error) {
+	var got funnelCounted
+	old := c.Funnel
+	if old == nil || old.Ended() || s.chatID == "" || c.ChatID != s.chatID || s.at.Add(clockSkew).UnixMilli() < old.Requested ||
+		(s.threadID != "" && c.ThreadID != "" && s.threadID != c.ThreadID) {
+		return got, store.ErrAbort
 	}
-	var got counted
-	_, err := h.st.UpdateConversation(ctx, conv, func(c *handoff.Conversation) error {
-		got = counted{}
-		old := c.Funnel
-		if old == nil || old.Ended() || chatID == "" || c.ChatID != chatID || at.Add(clockSkew).UnixMilli() < old.Requested ||
-			(threadID != "" && c.ThreadID != "" && threadID != c.ThreadID) {
-			return store.ErrAbort
+	f := *old
+	if s.end != "" {
+		st, since, ab := f.End(s.at, s.end)
+		if st != "" {
+			got.stages, got.since = append(got.stages, st), append(got.since, since)
 		}
-		f := *old
-		if end != "" {
-			s, since, ab := f.End(at, end)
-			if s != "" {
-				got.stages, got.since = append(got.stages, s), append(got.since, since)
-			}
-			got.abandoned = ab
-		} else {
-			if stage == handoff.StageFirstAgentReply {
-				// An agent who writes has joined, whether or not the
-				// join's webhook came (first).
-				if since, ok := f.Reach(handoff.StageAgentJoined, at); ok {
-					got.stages, got.since = append(got.stages, handoff.StageAgentJoined), append(got.since, since)
-				}
-			}
-			if since, ok := f.Reach(stage, at); ok {
-				got.stages, got.since = append(got.stages, stage), append(got.since, since)
+		got.abandoned = ab
+	} else {
+		if s.stage == handoff.StageFirstAgentReply {
+			// An agent who writes has joined, whether or not the
+			// join's webhook came (first).
+			if since, ok := f.Reach(handoff.StageAgentJoined, s.at); ok {
+				got.stages, got.since = append(got.stages, handoff.StageAgentJoined), append(got.since, since)
 			}
 		}
-		if len(got.stages) == 0 && got.abandoned == "" {
-			return store.ErrAbort
+		if since, ok := f.Reach(s.stage, s.at); ok {
+			got.stages, got.since = append(got.stages, s.stage), append(got.since, since)
 		}
-		c.Funnel, got.f = &f, &f
-		return nil
+	}
+	if len(got.stages) == 0 && got.abandoned == "" {
+		return funnelCounted{}, store.ErrAbort
+	}
+	c.Funnel, got.f = &f, &f
+	return got, nil
+}
+
+// funnelStep applies s to rec, the record as read for this event, and
+// returns the record as it now stands (rec itself when nothing was
+// written).
+func (h *Handler) funnelStep(ctx context.Context, rec handoff.Conversation, s funnelEvent) (handoff.Conversation, error) {
+	trial := rec
+	if _, err := s.apply(&trial); err != nil {
+		return rec, nil // nothing to record, as of rec
+	}
+	var got funnelCounted
+	rec, err := h.st.UpdateConversationFrom(ctx, rec, func(c *handoff.Conversation) error {
+		var err error
+		got, err = s.apply(c)
+		return err
 	})
 	if err != nil {
-		return fmt.Errorf("outbound: record the funnel stage: %w", err)
+		return rec, fmt.Errorf("outbound: record the funnel stage: %w", err)
 	}
-	for i, s := range got.stages {
-		h.m.funnel.Reached(got.f, s, got.since[i])
+	for i, st := range got.stages {
+		h.m.funnel.Reached(got.f, st, got.since[i])
 	}
 	if got.abandoned != "" {
 		h.m.funnel.Abandoned(got.f, got.abandoned)
 	}
-	return nil
+	return rec, nil
 }

@@ -124,8 +124,21 @@ func (h *Handler) Handle(ctx context.Context, d *ordered.Delivery) error {
 		h.m.deliveries.WithLabelValues("any", "duplicate").Inc()
 		return ordered.ErrDuplicate
 	}
-	if err := h.funnelStep(ctx, conv, d); err != nil {
-		return err
+	// The conversation record, read once for everything this event needs
+	// of it: the funnel step, and the reply_to of an event the gateway did
+	// not stamp with one. An event needing neither reads nothing.
+	to, lang := stamped(ev)
+	step, moves := funnelEventOf(d)
+	var rec handoff.Conversation
+	if moves || to.Channel == "" {
+		if rec, err = h.st.Conversation(ctx, conv); err != nil {
+			return fmt.Errorf("outbound: read the conversation: %w", err)
+		}
+	}
+	if moves {
+		if rec, err = h.funnelStep(ctx, rec, step); err != nil {
+			return err
+		}
 	}
 	if err := d.CheckLease(); err != nil {
 		return err
@@ -135,9 +148,8 @@ func (h *Handler) Handle(ctx context.Context, d *ordered.Delivery) error {
 		return err
 	}
 
-	to, lang, err := h.destination(ctx, conv, ev)
-	if err != nil {
-		return err
+	if to.Channel == "" {
+		to = rec.ReplyTo
 	}
 	ch, ok := h.routes[to.Channel]
 	switch {
@@ -205,23 +217,16 @@ func (h *Handler) appendFeed(ctx context.Context, conv string, d *ordered.Delive
 	return nil
 }
 
-// destination is where the event goes: the reply_to and language the
-// gateway stamped on it (every reverse-path kind carries them under the
-// same names), or else the conversation record's reply_to.
-func (h *Handler) destination(ctx context.Context, conv string, ev handoff.Event) (handoff.ReplyTo, string, error) {
+// stamped is the reply_to and language the gateway stamped on the event
+// (every reverse-path kind carries them under the same names); without a
+// stamped reply_to the event goes to the conversation record's.
+func stamped(ev handoff.Event) (handoff.ReplyTo, string) {
 	var stamp struct {
 		ReplyTo  handoff.ReplyTo `json:"reply_to"`
 		Language string          `json:"language"`
 	}
 	_ = json.Unmarshal(ev.Data, &stamp) // validated already; absent fields stay empty
-	if stamp.ReplyTo.Channel != "" {
-		return stamp.ReplyTo, stamp.Language, nil
-	}
-	rec, err := h.st.Conversation(ctx, conv)
-	if err != nil {
-		return handoff.ReplyTo{}, "", fmt.Errorf("read the conversation's reply_to: %w", err)
-	}
-	return rec.ReplyTo, stamp.Language, nil
+	return stamp.ReplyTo, stamp.Language
 }
 
 // deliveredName is the store value marking an event delivered to a
