@@ -152,7 +152,16 @@ type Conversation struct {
 	// applied event (a publish retried after a NATS restart, or under
 	// another Nats-Msg-Id) is recognised whatever JetStream remembers.
 	Applied AppliedEvents `json:"applied,omitempty"`
-	ReplyTo ReplyTo       `json:"reply_to,omitzero"`
+	// Touched holds the IDs of inbound events an attempt left unrecorded
+	// after it had called LiveChat: the next attempt, in whichever
+	// process, looks the event up in LiveChat before it sends. JetStream's
+	// delivery count says the same in most cases, but a nats-server killed
+	// abruptly forgets the deliveries of its last moments (it writes
+	// consumer state about ten times a second) and delivers such an event
+	// again as if for the first time. Bounded by MaxTouchedEvents; the
+	// commit of the event removes it.
+	Touched []string `json:"touched,omitempty"`
+	ReplyTo ReplyTo  `json:"reply_to,omitzero"`
 	// Language is the user's language code as the bot surface said it at
 	// the handoff, for the texts told to the user.
 	Language string `json:"language,omitempty"`
@@ -174,6 +183,12 @@ type Conversation struct {
 // many later events of the same conversation is not recognised; retries
 // come within minutes, long before that.
 const MaxAppliedEvents = 100
+
+// MaxTouchedEvents caps Conversation.Touched. Only events whose attempt
+// failed after calling LiveChat and have not been applied since are in it,
+// a handful at most; past the cap the oldest is forgotten and left to
+// JetStream's delivery count.
+const MaxTouchedEvents = 16
 
 // AppliedEvent is one event ID a conversation remembers as applied.
 type AppliedEvent struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +27,9 @@ func (w *Worker) apply(ctx context.Context, it *ordered.Delivery, ev handoff.Eve
 		// the Msg-Id with the deleted original) or under another Msg-Id.
 		return errAlreadyApplied
 	}
+	// An attempt that called LiveChat and ended unrecorded says so in the
+	// record (rememberTouched), whatever JetStream remembers of it.
+	uncertain = uncertain || slices.Contains(rec.Touched, ev.ID)
 	switch p := payload.(type) {
 	case *handoff.HandoffRequested:
 		return w.applyHandoff(ctx, it, ev, rec, p, uncertain)
@@ -60,6 +64,9 @@ func (w *Worker) commit(ctx context.Context, it *ordered.Delivery, ev handoff.Ev
 		c.StreamEpoch = it.Pos.Epoch
 		c.LastEventID = ev.ID
 		c.Applied.Add(ev.ID, now, w.cfg.IdempotencyWindow)
+		if slices.Contains(c.Touched, ev.ID) {
+			c.Touched = slices.DeleteFunc(slices.Clone(c.Touched), func(id string) bool { return id == ev.ID })
+		}
 		return nil
 	})
 	if err != nil {

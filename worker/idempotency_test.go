@@ -195,3 +195,56 @@ func TestRetryAfterAPartlySentMessageSendsNoPartTwice(t *testing.T) {
 		t.Fatalf("no send_event was refused: %v", st)
 	}
 }
+
+// TestForgottenDeliveryIsLookedUpFirst: a message reaches LiveChat but its
+// answer is lost, and the worker stops before its next attempt; then
+// JetStream forgets the delivery, as a nats-server killed abruptly does
+// for the deliveries of its last ~100 ms (it writes consumer state about
+// ten times a second), here made certain by deleting the durable consumer.
+// The event then comes as a first delivery; the conversation record must
+// still say it may have been sent, so the message reaches the agent once.
+func TestForgottenDeliveryIsLookedUpFirst(t *testing.T) {
+	e := newEnv(t)
+	cfg := testConfig()
+	_, stop := e.startWorker(cfg)
+	c := conv(1)
+	e.publish(handoff.TypeHandoffRequested, c, handoff.HandoffRequested{Text: "agent please"})
+	e.waitDrained(20 * time.Second)
+
+	// The next attempt would wait a minute: the worker stops first.
+	stop()
+	slow := testConfig()
+	slow.BackoffBase, slow.BackoffMax = time.Minute, time.Minute
+	slow.ShutdownTimeout = time.Second
+	_, stop = e.startWorker(slow)
+	if err := e.sim.SetFaults(livechatsim.Faults{DropAfterApply: &livechatsim.Drop{Rate: 1, Actions: []string{"send_event"}}}); err != nil {
+		t.Fatal(err)
+	}
+	msg := e.publish(handoff.TypeMessageUser, c, handoff.UserMessage{Text: "order 1234"})
+	waitFor(t, 20*time.Second, func() bool { return e.textCount(c, "order 1234") == 1 })
+	stop()
+
+	ctx := context.Background()
+	if err := e.js.DeleteConsumer(ctx, stream.InStream, stream.Consumer); err != nil {
+		t.Fatalf("delete the consumer: %v", err)
+	}
+	if err := e.sim.SetFaults(livechatsim.Faults{}); err != nil {
+		t.Fatal(err)
+	}
+	reg, _ := e.startWorker(cfg)
+	e.waitDrained(20 * time.Second)
+
+	if n := e.textCount(c, "order 1234"); n != 1 {
+		t.Errorf("the agent sees %q %d times, want once", "order 1234", n)
+	}
+	if got := metricValue(t, reg, "handoff_worker_reconciled_sends_total"); got != 1 {
+		t.Errorf("handoff_worker_reconciled_sends_total = %v, want 1 (found in LiveChat, not sent again)", got)
+	}
+	rec, err := e.st.Conversation(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rec.Applied.Has(msg.ID) || slices.Contains(rec.Touched, msg.ID) {
+		t.Errorf("record after the apply: applied %v, touched %v; want %s applied and no longer touched", rec.Applied, rec.Touched, msg.ID)
+	}
+}

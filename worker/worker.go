@@ -15,12 +15,15 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/handoff-dev/handoff"
 	"github.com/handoff-dev/handoff/internal/funnel"
 	"github.com/handoff-dev/handoff/internal/ordered"
 	"github.com/handoff-dev/handoff/livechat"
@@ -277,9 +280,44 @@ func (w *Worker) handle(ctx context.Context, d *ordered.Delivery) error {
 	}
 	err := w.apply(context.WithValue(ctx, attemptKey{}, &a), d, d.Event, d.Payload, d.Uncertain())
 	if err != nil && a.made.Load() {
+		w.rememberTouched(ctx, d)
 		return &afterCallsError{err: err}
 	}
 	return err
+}
+
+// rememberTouched records in the conversation that an attempt at d's event
+// called LiveChat and ended without recording its outcome, so that the
+// next attempt looks its messages up before sending them even when it
+// comes as a first delivery: nats-server writes a consumer's state about
+// ten times a second, and one killed abruptly (kill -9, OOM) delivers the
+// events of its last moments again with a delivery count of 1. The
+// attempt may have ended because the context did (shutdown), so the write
+// gets its own short deadline. A failed write leaves the question to
+// JetStream's delivery count, as before.
+func (w *Worker) rememberTouched(ctx context.Context, d *ordered.Delivery) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	id := d.Event.ID
+	_, err := w.st.UpdateConversation(ctx, d.Event.Subject, func(c *handoff.Conversation) error {
+		if slices.Contains(c.Touched, id) || c.Applied.Has(id) {
+			return errAbort
+		}
+		c.Touched = append(slices.Clone(c.Touched), id)
+		if n := len(c.Touched) - handoff.MaxTouchedEvents; n > 0 {
+			c.Touched = c.Touched[n:]
+		}
+		return nil
+	})
+	if err != nil {
+		// During a store outage every failed attempt ends here; the
+		// outage itself is logged once by the consumer.
+		level := slog.LevelWarn
+		if errors.Is(err, store.ErrUnavailable) {
+			level = slog.LevelDebug
+		}
+		w.log.Log(ctx, level, "could not record an attempt that called LiveChat; the next one relies on the delivery count", "conversation", d.Event.Subject, "event", id, "err", err)
+	}
 }
 
 // attemptCalls records whether an attempt has made a LiveChat call, and
