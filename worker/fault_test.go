@@ -261,6 +261,13 @@ func faultsKilledWorkers(t *testing.T, backend string, n int) {
 
 	stopKilling := make(chan struct{})
 	killerDone := make(chan int)
+	// No worker is killed in the moments around nats-server's kill: a
+	// nats-server killed abruptly forgets the deliveries of its last ~100 ms,
+	// and a worker killed in the same instant, between a LiveChat call
+	// and its record, leaves no note that it called LiveChat: the one case
+	// the worker cannot close on a single server (ARCHITECTURE.md, "A
+	// delivery JetStream forgot").
+	var killMu sync.Mutex
 	go func() {
 		kills := 0
 		defer func() { killerDone <- kills }()
@@ -271,7 +278,9 @@ func faultsKilledWorkers(t *testing.T, backend string, n int) {
 			case <-time.After(time.Duration(700+rand.IntN(1300)) * time.Millisecond):
 			}
 			i := rand.IntN(3)
+			killMu.Lock()
 			ps.kill(i)
+			killMu.Unlock()
 			kills++
 			time.Sleep(time.Duration(rand.IntN(500)) * time.Millisecond)
 			ps.start(i)
@@ -284,6 +293,8 @@ func faultsKilledWorkers(t *testing.T, backend string, n int) {
 	// Halfway: kill nats-server, and re-publish the chosen events while it
 	// is down (the publishes retry) and after it is back.
 	waitFor(t, 60*time.Second, func() bool { return e.inboundLen() <= uint64(n*m/2) })
+	killMu.Lock()
+	time.Sleep(500 * time.Millisecond) // past the server's consumer-state writes of the last worker kill
 	e.nats.Kill()
 	rand.Shuffle(len(chosen), func(i, j int) { chosen[i], chosen[j] = chosen[j], chosen[i] })
 	republished := make(chan struct{})
@@ -296,6 +307,7 @@ func faultsKilledWorkers(t *testing.T, backend string, n int) {
 	}()
 	time.Sleep(time.Second)
 	e.nats.Start()
+	killMu.Unlock()
 	<-republished
 	// Keep killing while the workers catch up, so the tail of the run is
 	// as hostile as its head; stop when little is left, then drain.
