@@ -268,6 +268,20 @@ func (c *Consumer) ack(ctx context.Context, it *item) error {
 // ack wait. The server answers a NAK sent as a request.
 func (c *Consumer) handBack(ctx context.Context, it *item, delay time.Duration) {
 	it.markHandedBack()
+	if !c.mayAct(it) {
+		// The server may have given the message to another process since
+		// this delivery: a restarted server redelivers what it had pending
+		// about a second after it comes back, and past the lease the ack
+		// wait may have run out. JetStream applies a NAK to whatever
+		// delivery of the message is pending, so this one would cut that
+		// delivery short and a third process would apply the event beside
+		// it (worker TestFaultsKilledWorkers found messages twice in
+		// LiveChat). Left alone, the delivery that is pending runs its
+		// course and the ack wait redelivers what nobody holds.
+		c.log.Debug("hand-back not sent: the delivery may no longer be ours", "subject", it.subject, "seq", it.seq, "delivered", it.delivered, "lease_age", it.leaseAge())
+		c.m.staleHandBacks.Inc()
+		return
+	}
 	if it.msg.Reply() == "" {
 		_ = it.msg.NakWithDelay(delay)
 		return

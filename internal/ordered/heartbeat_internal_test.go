@@ -85,6 +85,44 @@ func TestHandBackWithLostAnswerIsNotSentAgain(t *testing.T) {
 	<-done
 }
 
+// TestStaleDeliveryIsNotHandedBack: a process that holds a delivery the
+// server may have superseded must not NAK it. JetStream applies a NAK to
+// whichever delivery of the message is pending, so it would cut short the
+// delivery another process holds now, and a third delivery would apply
+// the event beside that one. worker TestFaultsKilledWorkers found this as
+// messages twice in LiveChat: a worker held an event through a nats-server
+// restart, its lease ran out meanwhile, the restarted server gave the
+// event to another worker, and the first one then handed it back for
+// fairness (with a 608 ms delay): the event came back to it while the
+// other still held it, and both sent it.
+func TestStaleDeliveryIsNotHandedBack(t *testing.T) {
+	const ackWait = 5 * time.Second
+	ctx := context.Background()
+	c, js := handBackFixtureOn(t, testenv.StartNATS(t), "conv-stale", ackWait)
+	cons, err := js.Consumer(ctx, stream.InStream, stream.Consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(wait time.Duration) jetstream.Msg { t.Helper(); return fetchOne(t, cons, wait) }
+	stale := heldItem(t, fetch(5*time.Second))
+	time.Sleep(ackWait + 500*time.Millisecond) // no heartbeat: the lease runs out
+
+	// Another process takes the message again and holds it.
+	second := fetch(30 * time.Second)
+	if second == nil {
+		t.Fatal("the server did not deliver the message again after the ack wait")
+	}
+	if md, _ := second.Metadata(); md == nil || md.Sequence.Stream != stale.seq || md.NumDelivered != 2 {
+		t.Fatalf("delivered %+v, want stream sequence %d delivered twice", md, stale.seq)
+	}
+	// The first holder hands its old delivery back, for a short delay.
+	c.handBack(ctx, stale, 50*time.Millisecond)
+	if third := fetch(2 * time.Second); third != nil {
+		md, _ := third.Metadata()
+		t.Fatalf("delivered a third time while the second delivery is held (%+v): the stale hand-back cut it short", md)
+	}
+}
+
 // fetchOne pulls one message from cons within wait, or returns nil.
 func fetchOne(t *testing.T, cons jetstream.Consumer, wait time.Duration) jetstream.Msg {
 	t.Helper()
@@ -117,10 +155,15 @@ func heldItem(t *testing.T, msg jetstream.Msg) *item {
 // that drive its hand-back and heartbeat steps by hand.
 func handBackFixture(t *testing.T, conv string) (*Consumer, jetstream.JetStream) {
 	t.Helper()
-	n := testenv.StartNATS(t)
+	return handBackFixtureOn(t, testenv.StartNATS(t), conv, 2*time.Minute)
+}
+
+// handBackFixtureOn is handBackFixture on the server n, with that ack wait.
+func handBackFixtureOn(t *testing.T, n *testenv.NATS, conv string, ackWait time.Duration) (*Consumer, jetstream.JetStream) {
+	t.Helper()
 	_, js := n.Connect()
 	scfg := stream.DefaultConfig()
-	scfg.AckWait = 2 * time.Minute
+	scfg.AckWait = ackWait
 	ctx := context.Background()
 	if _, err := stream.Setup(ctx, js, scfg); err != nil {
 		t.Fatal(err)
