@@ -68,3 +68,27 @@ func TestWorkerWaitsForNATS(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestWorkerStoppedWhileStarting: a SIGTERM that comes while the worker is
+// still connecting or setting its streams up (a rollout, a scale-down right
+// after a scale-up) stops it as cleanly as one that comes later: exit 0,
+// not "setup: look up stream HANDOFF_DLQ: context canceled" and exit 1,
+// which a supervisor reports as a crash. Each run stops it at a different
+// moment of its start.
+func TestWorkerStoppedWhileStarting(t *testing.T) {
+	n := testenv.StartNATS(t)
+	r := testenv.StartRedis(t)
+	for _, after := range []time.Duration{0, time.Millisecond, 3 * time.Millisecond, 10 * time.Millisecond,
+		20 * time.Millisecond, 40 * time.Millisecond, 80 * time.Millisecond, 150 * time.Millisecond, 300 * time.Millisecond} {
+		ctx, cancel := context.WithCancel(t.Context())
+		time.AfterFunc(after, cancel)
+		err := runWorker(ctx, []string{"--nats-url", n.URL(), "--store", "redis", "--redis-url", r.URL(),
+			"--livechat-api-url", "http://127.0.0.1:1", "--livechat-accounts-url", "http://127.0.0.1:1",
+			"--livechat-client-id", "id", "--livechat-client-secret", "secret", "--livechat-refresh-token", "r",
+			"--metrics-addr", "", "--log-level", "error"}, &lockedBuffer{})
+		cancel()
+		if err != nil {
+			t.Errorf("stopped %v after the start: %v", after, err)
+		}
+	}
+}
