@@ -209,7 +209,8 @@ func textMap(s string) (map[string]string, error) {
 	return map[string]string{"": s}, nil
 }
 
-func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
+func runGateway(ctx context.Context, args []string, stdout io.Writer) (err error) {
+	defer func() { err = stoppedWhileStarting(ctx, err) }()
 	var o gatewayOptions
 	f := gatewayFlags(&o)
 	if err := f.parse(args, stdout); err != nil {

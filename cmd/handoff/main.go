@@ -35,6 +35,18 @@ var commands = map[string]command{
 	"version":      {"print the version", runVersion},
 }
 
+// stoppedWhileStarting is err, or nil when it is the context's own
+// cancellation: a SIGTERM that comes while a long-running command is still
+// connecting or setting up (a rollout, a scale-down right after a
+// scale-up) stops it as cleanly as one that comes later, with exit 0 and
+// not what a supervisor reports as a crash.
+func stoppedWhileStarting(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "handoff hands a chatbot conversation to a human agent in LiveChat and back.\n\nUsage: handoff <command> [flags]\n\nCommands:\n")
 	names := make([]string, 0, len(commands))

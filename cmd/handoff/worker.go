@@ -96,14 +96,7 @@ func (l *liveChatFlags) client(hc *http.Client, log *slog.Logger) *livechat.Clie
 }
 
 func runWorker(ctx context.Context, args []string, stdout io.Writer) (err error) {
-	defer func() {
-		// A SIGTERM while it was still starting (a rollout, a scale-down
-		// right after a scale-up) stops it as cleanly as one after: it
-		// had taken no event yet.
-		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
-			err = nil
-		}
-	}()
+	defer func() { err = stoppedWhileStarting(ctx, err) }()
 	var (
 		n           natsFlags
 		lg          logging
