@@ -37,6 +37,17 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 	// event of the conversation in publish order.
 	var poll, waited time.Duration
 	for {
+		if it.conn != c.reconnects() {
+			// Held through a reconnect: it may not act any more (mayAct).
+			// Hand it back at once, while every holder heartbeats each
+			// second after its own reconnect (see handBack), rather than
+			// after a wait for its turn.
+			c.log.Debug("held through a reconnect: handing back", "subject", it.subject, "seq", it.seq)
+			c.handBack(ctx, it, jitter(c.cfg.OutageDelay))
+			c.m.retried("lease_lost")
+			c.m.observe(typ, "retried", start)
+			return false
+		}
 		checked := time.Now()
 		head, err := c.headOf(ctx, it.subject)
 		// A head check that failed is most often a stream leader election
@@ -268,19 +279,31 @@ func (c *Consumer) ack(ctx context.Context, it *item) error {
 // ack wait. The server answers a NAK sent as a request.
 func (c *Consumer) handBack(ctx context.Context, it *item, delay time.Duration) {
 	it.markHandedBack()
-	if !c.mayAct(it) {
-		// The server may have given the message to another process since
-		// this delivery: a restarted server redelivers what it had pending
-		// about a second after it comes back, and past the lease the ack
-		// wait may have run out. JetStream applies a NAK to whatever
-		// delivery of the message is pending, so this one would cut that
-		// delivery short and a third process would apply the event beside
-		// it (worker TestFaultsKilledWorkers found messages twice in
-		// LiveChat). Left alone, the delivery that is pending runs its
-		// course and the ack wait redelivers what nobody holds.
-		c.log.Debug("hand-back not sent: the delivery may no longer be ours", "subject", it.subject, "seq", it.seq, "delivered", it.delivered, "lease_age", it.leaseAge())
+	// JetStream applies a NAK to whichever delivery of the message is
+	// pending, not to the one it was sent for. A delivery that may have
+	// been superseded must not cut the newer one short, or a third
+	// process would apply the event beside its holder (worker
+	// TestFaultsKilledWorkers found messages twice in LiveChat: a
+	// fairness hand-back of 608 ms, sent for a delivery held through a
+	// nats-server restart, met the restarted server's redelivery).
+	if !c.leaseHolds(it) {
+		// Past the lease the ack wait may have run out and the message
+		// gone to another process. Left alone, the delivery that is
+		// pending runs its course and the ack wait redelivers what
+		// nobody holds.
+		c.log.Debug("hand-back not sent: the lease ran out, the delivery may no longer be ours", "subject", it.subject, "seq", it.seq, "delivered", it.delivered, "lease_age", it.leaseAge())
 		c.m.staleHandBacks.Inc()
 		return
+	}
+	if !c.js.Conn().IsConnected() || it.conn != c.reconnects() {
+		// Delivered before a reconnect: the server we were on may have
+		// restarted and redelivered it (a restarted server does within
+		// about a second), or a new consumer leader may have. Every
+		// holder heartbeats each electionBeat after its reconnect
+		// (dispatch), and a heartbeat restarts the ack wait, so a delay
+		// longer than that can never cut a holder short; it only brings
+		// back what nobody holds.
+		delay = max(delay, resendMinDelay)
 	}
 	if it.msg.Reply() == "" {
 		_ = it.msg.NakWithDelay(delay)

@@ -357,20 +357,20 @@ func (it *item) leaseAge() time.Duration {
 	return time.Since(it.lease)
 }
 
-// beat sends a heartbeat for it and renews the lease, unless it was handed
-// back or its delivery is not current: delivered on a connection lost
-// since (current says whether the client is connected on the connection
-// it came on). A heartbeat of a superseded delivery would reach the
-// server for whichever delivery of the message is pending, and keep it
-// from being redelivered if its holder died. it.mu orders it with
-// markHandedBack: a heartbeat is either sent before the NAK, or not.
-func (it *item) beat(current bool) {
+// beat sends a heartbeat for it unless it was handed back, and renews the
+// lease when the heartbeat left on a connected client. A delivery held
+// through a reconnect is heartbeated too: it may not act any more
+// (mayAct), but its lease is what lets it be handed back (handBack); a
+// heartbeat that reaches another process's newer delivery only restarts
+// that one's ack wait. it.mu orders it with markHandedBack: a heartbeat is
+// either sent before the NAK, or not.
+func (it *item) beat(connected bool) {
 	it.mu.Lock()
 	defer it.mu.Unlock()
-	if it.handedBack || !current {
+	if it.handedBack {
 		return
 	}
-	if err := it.msg.InProgress(); err == nil {
+	if err := it.msg.InProgress(); err == nil && connected {
 		it.lease = time.Now()
 	}
 }
@@ -581,9 +581,9 @@ func (c *Consumer) heartbeats(ctx context.Context) {
 		}
 		c.mu.Unlock()
 		t.Reset(next)
-		connected, conn := c.js.Conn().IsConnected(), c.reconnects()
+		connected := c.js.Conn().IsConnected()
 		for _, it := range items {
-			it.beat(connected && it.conn == conn)
+			it.beat(connected)
 		}
 	}
 }

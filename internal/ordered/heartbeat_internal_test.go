@@ -86,41 +86,80 @@ func TestHandBackWithLostAnswerIsNotSentAgain(t *testing.T) {
 }
 
 // TestStaleDeliveryIsNotHandedBack: a process that holds a delivery the
-// server may have superseded must not NAK it. JetStream applies a NAK to
-// whichever delivery of the message is pending, so it would cut short the
-// delivery another process holds now, and a third delivery would apply
-// the event beside that one. worker TestFaultsKilledWorkers found this as
-// messages twice in LiveChat: a worker held an event through a nats-server
-// restart, its lease ran out meanwhile, the restarted server gave the
-// event to another worker, and the first one then handed it back for
-// fairness (with a 608 ms delay): the event came back to it while the
-// other still held it, and both sent it.
+// server may have superseded must not cut the newer delivery short.
+// JetStream applies a NAK to whichever delivery of the message is pending,
+// so a NAK with a short delay would bring the message to a third process
+// while another holds it, and both would apply the event. worker
+// TestFaultsKilledWorkers found this as messages twice in LiveChat: a
+// worker held an event through a nats-server restart, the restarted server
+// gave it to another worker, and the first one then handed its old
+// delivery back for fairness with a 608 ms delay.
+//
+// Past the lease the hand-back is not sent at all. Held through a
+// reconnect, it is sent with at least resendMinDelay, longer than the
+// heartbeat interval every holder keeps after a reconnect, so a holder's
+// heartbeat always comes first; nobody holding it, it comes back then.
 func TestStaleDeliveryIsNotHandedBack(t *testing.T) {
-	const ackWait = 5 * time.Second
-	ctx := context.Background()
-	c, js := handBackFixtureOn(t, testenv.StartNATS(t), "conv-stale", ackWait)
-	cons, err := js.Consumer(ctx, stream.InStream, stream.Consumer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fetch := func(wait time.Duration) jetstream.Msg { t.Helper(); return fetchOne(t, cons, wait) }
-	stale := heldItem(t, fetch(5*time.Second))
-	time.Sleep(ackWait + 500*time.Millisecond) // no heartbeat: the lease runs out
+	t.Run("lease ran out", func(t *testing.T) {
+		const ackWait = 5 * time.Second
+		ctx := context.Background()
+		c, js := handBackFixtureOn(t, testenv.StartNATS(t), "conv-stale", ackWait)
+		cons, err := js.Consumer(ctx, stream.InStream, stream.Consumer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fetch := func(wait time.Duration) jetstream.Msg { t.Helper(); return fetchOne(t, cons, wait) }
+		stale := heldItem(t, fetch(5*time.Second))
+		time.Sleep(ackWait + 500*time.Millisecond) // no heartbeat: the lease runs out
 
-	// Another process takes the message again and holds it.
-	second := fetch(30 * time.Second)
-	if second == nil {
-		t.Fatal("the server did not deliver the message again after the ack wait")
-	}
-	if md, _ := second.Metadata(); md == nil || md.Sequence.Stream != stale.seq || md.NumDelivered != 2 {
-		t.Fatalf("delivered %+v, want stream sequence %d delivered twice", md, stale.seq)
-	}
-	// The first holder hands its old delivery back, for a short delay.
-	c.handBack(ctx, stale, 50*time.Millisecond)
-	if third := fetch(2 * time.Second); third != nil {
-		md, _ := third.Metadata()
-		t.Fatalf("delivered a third time while the second delivery is held (%+v): the stale hand-back cut it short", md)
-	}
+		// Another process takes the message again and holds it.
+		second := fetch(30 * time.Second)
+		if second == nil {
+			t.Fatal("the server did not deliver the message again after the ack wait")
+		}
+		if md, _ := second.Metadata(); md == nil || md.Sequence.Stream != stale.seq || md.NumDelivered != 2 {
+			t.Fatalf("delivered %+v, want stream sequence %d delivered twice", md, stale.seq)
+		}
+		// The first holder hands its old delivery back, for a short delay.
+		c.handBack(ctx, stale, 50*time.Millisecond)
+		if third := fetch(2 * time.Second); third != nil {
+			md, _ := third.Metadata()
+			t.Fatalf("delivered a third time while the second delivery is held (%+v): the stale hand-back cut it short", md)
+		}
+	})
+	t.Run("held through a restart", func(t *testing.T) {
+		ctx := context.Background()
+		n := testenv.StartNATSProcess(t)
+		c, js := handBackFixtureOn(t, n, "conv-stale", 2*time.Minute)
+		cons, err := js.Consumer(ctx, stream.InStream, stream.Consumer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fetch := func(wait time.Duration) jetstream.Msg { t.Helper(); return fetchOne(t, cons, wait) }
+		stale := heldItem(t, fetch(5*time.Second))
+		stale.conn = c.reconnects()
+		n.Stop()
+		n.Start()
+		deadline := time.Now().Add(20 * time.Second)
+		for !js.Conn().IsConnected() || c.reconnects() == stale.conn {
+			if time.Now().After(deadline) {
+				t.Fatal("the client did not reconnect to the restarted server")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		c.handBack(ctx, stale, 50*time.Millisecond)
+		if early := fetch(time.Second); early != nil {
+			md, _ := early.Metadata()
+			t.Fatalf("delivered again within a second of a hand-back held through a restart (%+v): a holder's heartbeat may not have come first", md)
+		}
+		again := fetch(30 * time.Second)
+		if again == nil {
+			t.Fatal("a hand-back held through a restart did not bring the message back (ack wait 2m)")
+		}
+		if md, _ := again.Metadata(); md == nil || md.Sequence.Stream != stale.seq {
+			t.Fatalf("delivered %+v, want stream sequence %d", md, stale.seq)
+		}
+	})
 }
 
 // fetchOne pulls one message from cons within wait, or returns nil.

@@ -58,7 +58,7 @@ func newMetrics(reg prometheus.Registerer, subsystem, streamName string) (*metri
 		fairHandBacks: prometheus.NewCounter(prometheus.CounterOpts(opts("fairness_hand_backs_total",
 			"Events handed back to the stream, timed to return when their conversation needs them, because this process already held --max-held-per-conversation events of that conversation: the redeliveries one conversation's backlog costs."))),
 		staleHandBacks: prometheus.NewCounter(prometheus.CounterOpts(opts("stale_hand_backs_total",
-			"Hand-backs not sent because the delivery may no longer be this process's (its connection was lost since, or its lease ran out): left to the ack wait, so that another process's delivery of the event is not cut short."))),
+			"Hand-backs not sent because the delivery may no longer be this process's (its lease ran out): left to the ack wait, so that another process's delivery of the event is not cut short."))),
 	}
 	for _, c := range []prometheus.Collector{m.events, m.duration, m.lag, m.retries, m.inFlight,
 		m.deadLetters, m.consumerPending, m.consumerAckPending, m.consumerRedelivered, m.ackRetries, m.fairHandBacks, m.staleHandBacks} {
