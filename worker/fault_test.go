@@ -393,5 +393,5 @@ func TestOutagesRedisAndNATS(t *testing.T) {
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	os.Exit(m.Run())
+	os.Exit(testenv.RunTests(m))
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 
@@ -12,6 +13,9 @@ import (
 	"github.com/handoff-dev/handoff/livechat/livechatsim"
 	"github.com/handoff-dev/handoff/stream"
 )
+
+// TestMain removes the handoff binary the tests built (testenv.RunTests).
+func TestMain(m *testing.M) { os.Exit(testenv.RunTests(m)) }
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()

@@ -515,7 +515,9 @@ func ModuleRoot() (string, error) {
 }
 
 // HandoffBinary builds cmd/handoff once per test binary and returns its
-// path, for tests that run the real command as a separate process.
+// path, for tests that run the real command as a separate process. A
+// package that uses it runs its tests through RunTests, which removes the
+// build afterwards (tens of megabytes per test binary).
 var HandoffBinary = sync.OnceValues(func() (string, error) {
 	root, err := ModuleRoot()
 	if err != nil {
@@ -525,6 +527,9 @@ var HandoffBinary = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	builtMu.Lock()
+	builtDir = dir
+	builtMu.Unlock()
 	bin := filepath.Join(dir, "handoff")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/handoff")
 	cmd.Dir = root
@@ -533,3 +538,21 @@ var HandoffBinary = sync.OnceValues(func() (string, error) {
 	}
 	return bin, nil
 })
+
+var (
+	builtMu  sync.Mutex
+	builtDir string // what HandoffBinary built, removed by RunTests
+)
+
+// RunTests runs the package's tests (call it from TestMain, after
+// flag.Parse if the package has flags of its own) and then removes what
+// HandoffBinary built. It returns the exit code for os.Exit.
+func RunTests(m *testing.M) int {
+	code := m.Run()
+	builtMu.Lock()
+	defer builtMu.Unlock()
+	if builtDir != "" {
+		_ = os.RemoveAll(builtDir)
+	}
+	return code
+}
