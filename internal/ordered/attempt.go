@@ -109,7 +109,10 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 			delay = c.fairDelay(r, apply)
 		}
 		c.log.Debug("deferred behind an older event held elsewhere", "subject", it.subject, "seq", it.seq, "head", head, "delivered", it.delivered, "rank", r, "delay", delay)
-		c.handBackUntouched(ctx, it, delay)
+		sent, confirmed := c.handBackUntouched(ctx, it, delay)
+		if confirmed && r >= c.cfg.MaxHeldPerConversation {
+			c.noteRecallable(it, sent, delay)
+		}
 		c.m.observe(typ, "deferred", start)
 		return false
 	}
@@ -270,6 +273,7 @@ const (
 // ack of an applied event would keep it at the head of its conversation,
 // and the conversation stalled, for the whole ack wait.
 func (c *Consumer) ack(ctx context.Context, it *item) error {
+	it.acked = true
 	return c.confirm(ctx, it, "ack", func(ctx context.Context) error { return it.msg.DoubleAck(ctx) })
 }
 
@@ -277,7 +281,9 @@ func (c *Consumer) ack(ctx context.Context, it *item) error {
 // confirmed like ack: a NAK is fire-and-forget in nats.go, and one lost in
 // a leader election leaves the message pending, held by nobody, for the
 // ack wait. The server answers a NAK sent as a request.
-func (c *Consumer) handBack(ctx context.Context, it *item, delay time.Duration) {
+//
+// It returns when the confirmed NAK was sent, and whether it was confirmed.
+func (c *Consumer) handBack(ctx context.Context, it *item, delay time.Duration) (sent time.Time, confirmed bool) {
 	it.markHandedBack()
 	// JetStream applies a NAK to whichever delivery of the message is
 	// pending, not to the one it was sent for. A delivery that may have
@@ -307,11 +313,10 @@ func (c *Consumer) handBack(ctx context.Context, it *item, delay time.Duration) 
 	}
 	if it.msg.Reply() == "" {
 		_ = it.msg.NakWithDelay(delay)
-		return
+		return time.Time{}, false
 	}
 	body := []byte(fmt.Sprintf(`-NAK {"delay": %d}`, delay.Nanoseconds()))
 	nc := c.js.Conn()
-	var sent time.Time
 	err := c.confirm(ctx, it, "nak", func(ctx context.Context) error {
 		sent = time.Now()
 		if c.loseHandBack != nil && c.loseHandBack(it.seq) {
@@ -342,7 +347,7 @@ func (c *Consumer) handBack(ctx context.Context, it *item, delay time.Duration) 
 			// longer.
 			c.released.add(it.seq, it.msg.Reply(), sent, delay)
 		}
-		return
+		return sent, false
 	}
 	// Confirmed is not yet replicated: kept to send again if the leader
 	// changes (election.go). The time it was sent, not answered, is what
@@ -350,6 +355,7 @@ func (c *Consumer) handBack(ctx context.Context, it *item, delay time.Duration) 
 	// after the advisory of its successor.
 	c.released.add(it.seq, it.msg.Reply(), sent, delay)
 	c.log.Debug("handed back", "subject", it.subject, "seq", it.seq, "delivered", it.delivered, "delay", delay)
+	return sent, true
 }
 
 // errNotResent marks a send whose outcome is unknown and that must not be

@@ -180,6 +180,9 @@ type Consumer struct {
 	// a conversation not applied here yet.
 	paces    map[string]*pace
 	applyAll time.Duration
+	// recalls are the fairness hand-backs this process may call back
+	// when their conversation reaches them (recall.go).
+	recalls map[string]*recallList
 	// marks is the bucket telling other processes about those hand-backs
 	// (nil when it could not be opened).
 	marks atomic.Pointer[jetstream.KeyValue]
@@ -211,6 +214,7 @@ func New(cfg Config, js jetstream.JetStream, h Handler, reg prometheus.Registere
 		elected: make(chan time.Time, 1),
 		beatNow: make(chan struct{}, 1),
 		paces:   map[string]*pace{},
+		recalls: map[string]*recallList{},
 		// Until an event was applied here, guess short: an event back
 		// too early is ranked and handed back again, one too late would
 		// stall its conversation.
@@ -349,6 +353,8 @@ type item struct {
 	// for an older event held elsewhere (its time is the conversation's
 	// pace).
 	applied bool
+	// acked: an ack was sent for it, so its conversation moved past it.
+	acked bool
 }
 
 func (it *item) leaseAge() time.Duration {
@@ -436,6 +442,7 @@ func (c *Consumer) dispatch(ctx context.Context, msg jetstream.Msg, release func
 		c.beatAfterElection()
 	}
 	c.held[it.seq] = it
+	c.deliveredRecallable(it.subject, it.seq)
 	q, running := c.convs[it.subject]
 	if !running {
 		q = &convQueue{wake: make(chan struct{}, 1)}
@@ -527,8 +534,16 @@ func (c *Consumer) runConversation(ctx context.Context, subject string, q *convQ
 		q.cur = nil
 		c.cycle(q, it)
 		if !requeue {
+			var recalls []string
+			if it.acked {
+				recalls = c.dueRecalls(subject, q, it.seq)
+			}
+			conn := c.conn
 			c.mu.Unlock()
 			c.done(it)
+			if len(recalls) > 0 {
+				c.recall(recalls, conn)
+			}
 			continue
 		}
 		replaced := q.insert(it)
@@ -571,6 +586,7 @@ func (c *Consumer) heartbeats(ctx context.Context) {
 		}
 		c.prunePaces()
 		c.mu.Lock()
+		c.pruneRecalls()
 		items := make([]*item, 0, len(c.held))
 		for _, it := range c.held {
 			items = append(items, it)

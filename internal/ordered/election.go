@@ -165,6 +165,7 @@ func (c *Consumer) afterElections(ctx context.Context) {
 // electionBeat for electionBeats. c.mu is held.
 func (c *Consumer) beatAfterElection() {
 	c.electionUntil = time.Now().Add(electionBeats)
+	c.forgetRecalls()
 	select {
 	case c.beatNow <- struct{}{}:
 	default:

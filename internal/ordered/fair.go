@@ -243,7 +243,10 @@ func (c *Consumer) handBackExcess(ctx context.Context, subject string, excess []
 	apply := c.applyTime(c.paces[subject])
 	c.mu.Unlock()
 	for _, it := range excess {
-		c.handBackUntouched(ctx, it, c.fairDelay(rank(it.seq, head, density), apply))
+		delay := c.fairDelay(rank(it.seq, head, density), apply)
+		if sent, confirmed := c.handBackUntouched(ctx, it, delay); confirmed {
+			c.noteRecallable(it, sent, delay)
+		}
 		c.m.fairHandBacks.Inc()
 		c.done(it)
 	}
@@ -298,7 +301,7 @@ func (c *Consumer) waitTurn(ctx context.Context, subject string, d time.Duration
 // every event of a backlog would be looked up downstream before it is
 // applied (for LiveChat, two more calls per event, tripling a hot
 // conversation's cost).
-func (c *Consumer) handBackUntouched(ctx context.Context, it *item, delay time.Duration) {
+func (c *Consumer) handBackUntouched(ctx context.Context, it *item, delay time.Duration) (sent time.Time, confirmed bool) {
 	if marks := c.marksKV(); marks != nil && c.resolveUntouched(ctx, it) {
 		mctx, cancel := context.WithTimeout(ctx, markTimeout)
 		_, err := marks.Put(mctx, c.markKey(it.seq), []byte(strconv.FormatUint(it.delivered, 10)))
@@ -307,7 +310,7 @@ func (c *Consumer) handBackUntouched(ctx context.Context, it *item, delay time.D
 			c.log.Debug("untouched mark not written; the next delivery will be uncertain", "subject", it.subject, "seq", it.seq, "err", err)
 		}
 	}
-	c.handBack(ctx, it, delay)
+	return c.handBack(ctx, it, delay)
 }
 
 // markTimeout bounds a marks bucket request: a mark missing only makes the

@@ -21,6 +21,7 @@ type metrics struct {
 	ackRetries          *prometheus.CounterVec
 	fairHandBacks       prometheus.Counter
 	staleHandBacks      prometheus.Counter
+	fairRecalls         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, subsystem, streamName string) (*metrics, error) {
@@ -59,9 +60,11 @@ func newMetrics(reg prometheus.Registerer, subsystem, streamName string) (*metri
 			"Events handed back to the stream, timed to return when their conversation needs them, because this process already held --max-held-per-conversation events of that conversation: the redeliveries one conversation's backlog costs."))),
 		staleHandBacks: prometheus.NewCounter(prometheus.CounterOpts(opts("stale_hand_backs_total",
 			"Hand-backs not sent because the delivery may no longer be this process's (its lease ran out): left to the ack wait, so that another process's delivery of the event is not cut short."))),
+		fairRecalls: prometheus.NewCounter(prometheus.CounterOpts(opts("fairness_recalls_total",
+			"Fairness hand-backs called back before their delay ran out because their conversation reached them on this process."))),
 	}
 	for _, c := range []prometheus.Collector{m.events, m.duration, m.lag, m.retries, m.inFlight,
-		m.deadLetters, m.consumerPending, m.consumerAckPending, m.consumerRedelivered, m.ackRetries, m.fairHandBacks, m.staleHandBacks} {
+		m.deadLetters, m.consumerPending, m.consumerAckPending, m.consumerRedelivered, m.ackRetries, m.fairHandBacks, m.staleHandBacks, m.fairRecalls} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
