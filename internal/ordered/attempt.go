@@ -104,14 +104,14 @@ func (c *Consumer) process(ctx context.Context, it *item) (requeue bool) {
 			waited += time.Since(t)
 			continue
 		}
-		delay := c.orderDelay(it.delivered)
+		delay, due := c.orderDelay(it.delivered), time.Duration(0)
 		if r >= c.cfg.MaxHeldPerConversation {
-			delay = c.fairDelay(r, apply)
+			delay, due = c.handBackPlan(c.fairDelay(r, apply))
 		}
 		c.log.Debug("deferred behind an older event held elsewhere", "subject", it.subject, "seq", it.seq, "head", head, "delivered", it.delivered, "rank", r, "delay", delay)
 		sent, confirmed := c.handBackUntouched(ctx, it, delay)
 		if confirmed && r >= c.cfg.MaxHeldPerConversation {
-			c.noteRecallable(it, sent, delay)
+			c.noteRecallable(it, sent, delay, due)
 		}
 		c.m.observe(typ, "deferred", start)
 		return false

@@ -266,8 +266,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 	bgCtx, stopBG := context.WithCancel(ctx)
 	var bg sync.WaitGroup
-	bg.Add(4)
+	bg.Add(5)
 	go func() { defer bg.Done(); c.openMarks(bgCtx) }()
+	go func() { defer bg.Done(); c.recallDue(bgCtx) }()
 	go func() { defer bg.Done(); c.heartbeats(bgCtx) }()
 	go func() { defer bg.Done(); c.consumerStats(bgCtx, cons) }()
 	go func() { defer bg.Done(); c.afterElections(bgCtx) }()
@@ -349,6 +350,10 @@ type item struct {
 	// markRev is the revision of the mark saying the previous delivery
 	// was handed back before any attempt (fair.go); 0 when none was read.
 	markRev uint64
+	// markPut is the revision of the mark this process wrote when it
+	// handed this delivery back (0: none): the next delivery, if it comes
+	// back here, knows its mark without reading it (recall.go).
+	markPut uint64
 	// applied: its last processing applied it at once, without waiting
 	// for an older event held elsewhere (its time is the conversation's
 	// pace).
@@ -442,7 +447,7 @@ func (c *Consumer) dispatch(ctx context.Context, msg jetstream.Msg, release func
 		c.beatAfterElection()
 	}
 	c.held[it.seq] = it
-	c.deliveredRecallable(it.subject, it.seq)
+	c.deliveredRecallable(it)
 	q, running := c.convs[it.subject]
 	if !running {
 		q = &convQueue{wake: make(chan struct{}, 1)}
@@ -536,6 +541,7 @@ func (c *Consumer) runConversation(ctx context.Context, subject string, q *convQ
 		if !requeue {
 			var recalls []string
 			if it.acked {
+				c.paceOf(subject).acked = time.Now()
 				recalls = c.dueRecalls(subject, q, it.seq)
 			}
 			conn := c.conn

@@ -44,6 +44,8 @@ type pace struct {
 	density float64
 	shapeAt time.Time
 	used    time.Time
+	// acked is when this process last acknowledged one of its events.
+	acked time.Time
 	// refreshing is closed when a refresh of the shape ends.
 	refreshing chan struct{}
 }
@@ -243,9 +245,9 @@ func (c *Consumer) handBackExcess(ctx context.Context, subject string, excess []
 	apply := c.applyTime(c.paces[subject])
 	c.mu.Unlock()
 	for _, it := range excess {
-		delay := c.fairDelay(rank(it.seq, head, density), apply)
+		delay, due := c.handBackPlan(c.fairDelay(rank(it.seq, head, density), apply))
 		if sent, confirmed := c.handBackUntouched(ctx, it, delay); confirmed {
-			c.noteRecallable(it, sent, delay)
+			c.noteRecallable(it, sent, delay, due)
 		}
 		c.m.fairHandBacks.Inc()
 		c.done(it)
@@ -304,8 +306,9 @@ func (c *Consumer) waitTurn(ctx context.Context, subject string, d time.Duration
 func (c *Consumer) handBackUntouched(ctx context.Context, it *item, delay time.Duration) (sent time.Time, confirmed bool) {
 	if marks := c.marksKV(); marks != nil && c.resolveUntouched(ctx, it) {
 		mctx, cancel := context.WithTimeout(ctx, markTimeout)
-		_, err := marks.Put(mctx, c.markKey(it.seq), []byte(strconv.FormatUint(it.delivered, 10)))
+		rev, err := marks.Put(mctx, c.markKey(it.seq), []byte(strconv.FormatUint(it.delivered, 10)))
 		cancel()
+		it.markPut = rev
 		if err != nil {
 			c.log.Debug("untouched mark not written; the next delivery will be uncertain", "subject", it.subject, "seq", it.seq, "err", err)
 		}

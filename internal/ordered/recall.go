@@ -1,6 +1,7 @@
 package ordered
 
 import (
+	"context"
 	"sort"
 	"time"
 )
@@ -41,19 +42,47 @@ type recallable struct {
 	reply string
 	// until is when its delay runs out, counted from when it was sent.
 	until time.Time
+	// delivered and markRev are the delivery handed back and the
+	// revision of its untouched mark, if one was written.
+	delivered, markRev uint64
+	// recalled is when it was recalled (zero while it waits).
+	recalled time.Time
+	// due, when set, is when the conversation's pace said it would be
+	// needed: the delay itself runs longer (see handBackPlan), and a
+	// process that is not applying the conversation recalls it then.
+	due time.Time
 }
 
 // recallList is one conversation's recallable hand-backs, by stream
 // sequence, and the ones recalled and not delivered here yet.
 type recallList struct {
 	waiting map[uint64]recallable
-	transit map[uint64]time.Time
+	transit map[uint64]recallable
+}
+
+// handBackPlan turns the time until a handed-back event is needed, by the
+// conversation's pace, into the delay asked of JetStream and the time
+// after which the process recalls it if it is not applying the
+// conversation itself (0: no such time). An estimate that errs long
+// stalls the conversation and one that errs short costs a redelivery;
+// with recall the delay can err long, by a quarter and the recall margin:
+// the process applying the conversation recalls the event when it reaches
+// it, and one that is not (with several processes the conversation's head
+// moves between them) recalls it at the estimate, as the delay itself
+// did before. Past what the longest delay allows, or too short to be
+// recalled, the delay is the estimate.
+func (c *Consumer) handBackPlan(need time.Duration) (delay, due time.Duration) {
+	long := need + need/4 + recallMargin
+	if need < recallMargin || long > c.maxFairDelay() {
+		return need, 0
+	}
+	return long, need
 }
 
 // noteRecallable remembers a fairness hand-back confirmed by the consumer's
 // leader, sent at sent with delay, unless the connection changed since
-// the delivery.
-func (c *Consumer) noteRecallable(it *item, sent time.Time, delay time.Duration) {
+// the delivery; due is handBackPlan's.
+func (c *Consumer) noteRecallable(it *item, sent time.Time, delay, due time.Duration) {
 	if delay < recallMargin || it.msg.Reply() == "" {
 		return
 	}
@@ -64,23 +93,38 @@ func (c *Consumer) noteRecallable(it *item, sent time.Time, delay time.Duration)
 	}
 	l := c.recalls[it.subject]
 	if l == nil {
-		l = &recallList{waiting: map[uint64]recallable{}, transit: map[uint64]time.Time{}}
+		l = &recallList{waiting: map[uint64]recallable{}, transit: map[uint64]recallable{}}
 		c.recalls[it.subject] = l
 	}
-	l.waiting[it.seq] = recallable{reply: it.msg.Reply(), until: sent.Add(delay)}
+	r := recallable{reply: it.msg.Reply(), until: sent.Add(delay), delivered: it.delivered, markRev: it.markPut}
+	if due > 0 {
+		r.due = sent.Add(due)
+	}
+	l.waiting[it.seq] = r
 }
 
-// deliveredRecallable forgets a recallable event delivered to this process. Call with
+// deliveredRecallable forgets a recallable event delivered to this process
+// again. When this is the delivery right after the one it handed back, the
+// mark it wrote then vouches for it: its revision is kept on the item, so
+// the claim before the attempt deletes it (only if unchanged) without
+// reading it first, one request less per event of a backlog. Call with
 // c.mu held.
-func (c *Consumer) deliveredRecallable(subject string, seq uint64) {
-	l := c.recalls[subject]
+func (c *Consumer) deliveredRecallable(it *item) {
+	l := c.recalls[it.subject]
 	if l == nil {
 		return
 	}
-	delete(l.waiting, seq)
-	delete(l.transit, seq)
+	r, ok := l.waiting[it.seq]
+	if !ok {
+		r, ok = l.transit[it.seq]
+	}
+	if ok && r.markRev != 0 && it.delivered == r.delivered+1 {
+		it.markRev = r.markRev
+	}
+	delete(l.waiting, it.seq)
+	delete(l.transit, it.seq)
 	if len(l.waiting) == 0 && len(l.transit) == 0 {
-		delete(c.recalls, subject)
+		delete(c.recalls, it.subject)
 	}
 }
 
@@ -98,8 +142,8 @@ func (c *Consumer) dueRecalls(subject string, q *convQueue, acked uint64) []stri
 	if now.Before(c.electionUntil) {
 		return nil
 	}
-	for s, at := range l.transit {
-		if now.Sub(at) > recallTransit {
+	for s, r := range l.transit {
+		if now.Sub(r.recalled) > recallTransit {
 			delete(l.transit, s)
 		}
 	}
@@ -126,9 +170,11 @@ func (c *Consumer) dueRecalls(subject string, q *convQueue, acked uint64) []stri
 			if len(replies) == room || rank(s, acked+1, density) >= c.cfg.MaxHeldPerConversation {
 				break
 			}
-			replies = append(replies, l.waiting[s].reply)
+			r := l.waiting[s]
+			replies = append(replies, r.reply)
 			delete(l.waiting, s)
-			l.transit[s] = now
+			r.recalled = now
+			l.transit[s] = r
 		}
 	}
 	if len(l.waiting) == 0 && len(l.transit) == 0 {
@@ -153,6 +199,75 @@ func (c *Consumer) recall(replies []string, conn uint64) {
 	}
 }
 
+// recallTick is how often recallDue looks for hand-backs due.
+const recallTick = 50 * time.Millisecond
+
+// recallDue recalls, every recallTick, the hand-backs whose estimate is due
+// (recallable.due) of the conversations this process is not applying.
+func (c *Consumer) recallDue(ctx context.Context) {
+	t := time.NewTicker(recallTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		if len(c.recalls) == 0 {
+			c.mu.Unlock()
+			continue
+		}
+		replies := c.dueByTime(time.Now())
+		conn := c.conn
+		c.mu.Unlock()
+		if len(replies) > 0 {
+			c.recall(replies, conn)
+		}
+	}
+}
+
+// dueByTime takes the reply subjects of the hand-backs due at now of the
+// conversations not applied here lately. Call with c.mu held.
+func (c *Consumer) dueByTime(now time.Time) []string {
+	if c.stopping || now.Before(c.electionUntil) {
+		return nil
+	}
+	var replies []string
+	for subject, l := range c.recalls {
+		if c.applying(subject, now) {
+			continue
+		}
+		for s, r := range l.waiting {
+			if r.due.IsZero() || r.due.After(now) {
+				continue
+			}
+			delete(l.waiting, s)
+			if r.until.Sub(now) >= recallMargin {
+				replies = append(replies, r.reply)
+				r.recalled = now
+				l.transit[s] = r
+			}
+		}
+		if len(l.waiting) == 0 && len(l.transit) == 0 {
+			delete(c.recalls, subject)
+		}
+	}
+	return replies
+}
+
+// applying says whether this process applied an event of subject within
+// the last few of its apply times: then its own applies recall the
+// conversation's hand-backs as it reaches them. Call with c.mu held.
+func (c *Consumer) applying(subject string, now time.Time) bool {
+	p := c.paces[subject]
+	if p == nil || p.acked.IsZero() {
+		return false
+	}
+	window := min(max(4*c.applyTime(p), 200*time.Millisecond), time.Second)
+	return now.Sub(p.acked) < window
+}
+
 // forgetRecalls drops every recallable hand-back: after a consumer leader
 // election or a reconnect, the server's view of them is not known. Call
 // with c.mu held.
@@ -167,8 +282,8 @@ func (c *Consumer) pruneRecalls() {
 				delete(l.waiting, s)
 			}
 		}
-		for s, at := range l.transit {
-			if now.Sub(at) > recallTransit {
+		for s, r := range l.transit {
+			if now.Sub(r.recalled) > recallTransit {
 				delete(l.transit, s)
 			}
 		}

@@ -42,12 +42,12 @@ func TestDueRecalls(t *testing.T) {
 			if tt.election {
 				c.electionUntil = now.Add(electionBeats)
 			}
-			l := &recallList{waiting: map[uint64]recallable{}, transit: map[uint64]time.Time{}}
+			l := &recallList{waiting: map[uint64]recallable{}, transit: map[uint64]recallable{}}
 			for s, until := range tt.waiting {
 				l.waiting[s] = recallable{reply: strconv.FormatUint(s, 10), until: until}
 			}
 			for i := range tt.transit {
-				l.transit[uint64(1000+i)] = now
+				l.transit[uint64(1000+i)] = recallable{recalled: now}
 			}
 			c.recalls[subject] = l
 			q := &convQueue{}
@@ -68,5 +68,68 @@ func TestDueRecalls(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHandBackPlan: with recall, a hand-back's delay errs long and the
+// estimate becomes the time a process that is not applying the
+// conversation recalls it; past the longest delay, or too short to be
+// recalled, the delay is the estimate.
+func TestHandBackPlan(t *testing.T) {
+	c := &Consumer{cfg: Config{AckWait: 30 * time.Second}}
+	tests := []struct {
+		need, delay, due time.Duration
+	}{
+		{500 * time.Millisecond, 500 * time.Millisecond, 0},
+		{4 * time.Second, 4*time.Second + time.Second + recallMargin, 4 * time.Second},
+		{15 * time.Second, 15*time.Second + 3750*time.Millisecond + recallMargin, 15 * time.Second},
+		{18 * time.Second, 18 * time.Second, 0},
+		{20 * time.Second, 20 * time.Second, 0},
+	}
+	for _, tt := range tests {
+		delay, due := c.handBackPlan(tt.need)
+		if delay != tt.delay || due != tt.due {
+			t.Errorf("handBackPlan(%v) = %v, %v; want %v, %v", tt.need, delay, due, tt.delay, tt.due)
+		}
+		if delay > c.maxFairDelay() {
+			t.Errorf("handBackPlan(%v) waits %v, past the longest delay %v", tt.need, delay, c.maxFairDelay())
+		}
+	}
+}
+
+// TestDueByTime: a process recalls a hand-back at its estimate only for a
+// conversation it is not applying itself (another process has its head),
+// and not when too little of the delay is left for the NAK to be sure to
+// arrive first.
+func TestDueByTime(t *testing.T) {
+	now := time.Now()
+	c := &Consumer{cfg: Config{MaxHeldPerConversation: 8}, recalls: map[string]*recallList{}, paces: map[string]*pace{}, applyAll: 50 * time.Millisecond}
+	list := func(entries map[uint64]recallable) *recallList {
+		return &recallList{waiting: entries, transit: map[uint64]recallable{}}
+	}
+	c.recalls["elsewhere"] = list(map[uint64]recallable{
+		1: {reply: "due", until: now.Add(3 * time.Second), due: now.Add(-time.Millisecond)},
+		2: {reply: "not yet", until: now.Add(3 * time.Second), due: now.Add(time.Second)},
+		3: {reply: "too late to cut", until: now.Add(recallMargin / 2), due: now.Add(-time.Second)},
+		4: {reply: "no estimate", until: now.Add(3 * time.Second)},
+	})
+	c.recalls["here"] = list(map[uint64]recallable{
+		5: {reply: "applied here", until: now.Add(3 * time.Second), due: now.Add(-time.Millisecond)},
+	})
+	c.paces["here"] = &pace{apply: 50 * time.Millisecond, acked: now.Add(-10 * time.Millisecond)}
+	got := c.dueByTime(now)
+	if !slices.Equal(got, []string{"due"}) {
+		t.Errorf("recalled %q, want [due]", got)
+	}
+	if _, ok := c.recalls["elsewhere"].waiting[2]; !ok {
+		t.Error("a hand-back not due yet was dropped")
+	}
+	if _, ok := c.recalls["here"].waiting[5]; !ok {
+		t.Error("a hand-back of a conversation applied here was dropped")
+	}
+	c.electionUntil = now.Add(time.Second)
+	c.recalls["elsewhere"].waiting[6] = recallable{reply: "after an election", until: now.Add(3 * time.Second), due: now}
+	if got := c.dueByTime(now); len(got) != 0 {
+		t.Errorf("recalled %q within the election window", got)
 	}
 }
