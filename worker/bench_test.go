@@ -208,9 +208,10 @@ func benchHot(b *testing.B, backend string, hot, conversations, latencyMS int) {
 	b.ReportMetric(others.Seconds(), "others_s")
 	b.ReportMetric(hotRate, "hot_events/s")
 	b.ReportMetric(perK, "redeliveries/1000")
-	fmt.Printf("hot (%s): %d hot events, then %d conversations × 3, LiveChat latency %d ms: the others applied after %v; the hot conversation took %v (%.1f events/s, LiveChat's pace %d/s); %d redeliveries (%.0f per 1,000 events), %v fairness hand-backs\n",
+	fmt.Printf("hot (%s): %d hot events, then %d conversations × 3, LiveChat latency %d ms: the others applied after %v; the hot conversation took %v (%.1f events/s, LiveChat's pace %d/s); %d redeliveries (%.0f per 1,000 events, %.1f per hot event), %v fairness hand-backs, %v recalled\n",
 		backend, hot, conversations, latencyMS, others.Round(10*time.Millisecond), elapsed.Round(100*time.Millisecond), hotRate, 1000/latencyMS,
-		redeliveries, perK, metricValue(b, reg, "handoff_worker_fairness_hand_backs_total"))
+		redeliveries, perK, float64(redeliveries)/float64(hot), metricValue(b, reg, "handoff_worker_fairness_hand_backs_total"),
+		metricValue(b, reg, "handoff_worker_fairness_recalls_total"))
 }
 
 // reportRedisMemory measures what the conversations cost Redis: every key

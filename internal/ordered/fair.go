@@ -14,11 +14,12 @@ import (
 // slots, since its events can only be applied one at a time and the fetch
 // loop stops when the slots are full. A process holds at most
 // MaxHeldPerConversation events of a conversation, the OLDEST it has; the
-// rest go back to the stream with a delay timed to bring each back about
-// when the conversation will need it: its rank behind the head, less what
-// the process may hold, times the conversation's observed apply time. So a
-// backlog of n events costs about n redeliveries, not one per event and
-// round, and the conversation keeps LiveChat's pace.
+// rest go back to the stream with a delay timed from when the conversation
+// will need each: its rank behind the head, less what the process may
+// hold, times the conversation's observed apply time; and the process
+// recalls them when it gets there (recall.go). So a backlog costs a few
+// redeliveries per event, not one per event and round, and the
+// conversation keeps close to LiveChat's pace.
 //
 // Keeping the oldest matters: were the newest kept, fresh arrivals would
 // fill the freed places while the older ones wait out their delay, fail
