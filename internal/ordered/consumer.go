@@ -539,7 +539,7 @@ func (c *Consumer) runConversation(ctx context.Context, subject string, q *convQ
 		q.cur = nil
 		c.cycle(q, it)
 		if !requeue {
-			var recalls []string
+			var recalls []recallable
 			if it.acked {
 				c.paceOf(subject).acked = time.Now()
 				recalls = c.dueRecalls(subject, q, it.seq)

@@ -133,7 +133,7 @@ func (c *Consumer) deliveredRecallable(it *item) {
 // process may still hold of the conversation, and only those whose rank
 // behind the next head is within that limit. Call with c.mu held, after
 // q lost acked.
-func (c *Consumer) dueRecalls(subject string, q *convQueue, acked uint64) []string {
+func (c *Consumer) dueRecalls(subject string, q *convQueue, acked uint64) []recallable {
 	l := c.recalls[subject]
 	if l == nil || c.stopping {
 		return nil
@@ -151,7 +151,7 @@ func (c *Consumer) dueRecalls(subject string, q *convQueue, acked uint64) []stri
 	if q.cur != nil {
 		room--
 	}
-	var replies []string
+	var replies []recallable
 	if room > 0 {
 		seqs := make([]uint64, 0, len(l.waiting))
 		for s, r := range l.waiting {
@@ -171,7 +171,7 @@ func (c *Consumer) dueRecalls(subject string, q *convQueue, acked uint64) []stri
 				break
 			}
 			r := l.waiting[s]
-			replies = append(replies, r.reply)
+			replies = append(replies, r)
 			delete(l.waiting, s)
 			r.recalled = now
 			l.transit[s] = r
@@ -184,14 +184,22 @@ func (c *Consumer) dueRecalls(subject string, q *convQueue, acked uint64) []stri
 }
 
 // recall sends the NAKs that bring recalled events back at once, on the
-// connection the hand-backs were confirmed on only.
-func (c *Consumer) recall(replies []string, conn uint64) {
+// connection the hand-backs were confirmed on only. The margin and the
+// election window are checked again right before each NAK, not only when
+// it was chosen: a process starved of CPU between the two (CI machines
+// run at a load of 20 on two cores) must not send a recall whose delay
+// may have run out meanwhile, since it would reach whichever delivery of
+// the event is pending.
+func (c *Consumer) recall(rs []recallable, conn uint64) {
 	nc := c.js.Conn()
-	if !nc.IsConnected() || nc.Stats().Reconnects != conn {
-		return
-	}
-	for _, reply := range replies {
-		if err := nc.Publish(reply, []byte("-NAK")); err != nil {
+	for _, r := range rs {
+		c.mu.Lock()
+		late := time.Until(r.until) < recallMargin || time.Now().Before(c.electionUntil) || c.stopping
+		c.mu.Unlock()
+		if late || !nc.IsConnected() || nc.Stats().Reconnects != conn {
+			continue // its delay brings it back
+		}
+		if err := nc.Publish(r.reply, []byte("-NAK")); err != nil {
 			c.log.Debug("recall not sent; the hand-back's delay will bring it", "err", err)
 			return
 		}
@@ -229,11 +237,11 @@ func (c *Consumer) recallDue(ctx context.Context) {
 
 // dueByTime takes the reply subjects of the hand-backs due at now of the
 // conversations not applied here lately. Call with c.mu held.
-func (c *Consumer) dueByTime(now time.Time) []string {
+func (c *Consumer) dueByTime(now time.Time) []recallable {
 	if c.stopping || now.Before(c.electionUntil) {
 		return nil
 	}
-	var replies []string
+	var replies []recallable
 	for subject, l := range c.recalls {
 		if c.applying(subject, now) {
 			continue
@@ -244,7 +252,7 @@ func (c *Consumer) dueByTime(now time.Time) []string {
 			}
 			delete(l.waiting, s)
 			if r.until.Sub(now) >= recallMargin {
-				replies = append(replies, r.reply)
+				replies = append(replies, r)
 				r.recalled = now
 				l.transit[s] = r
 			}

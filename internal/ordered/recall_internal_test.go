@@ -56,7 +56,7 @@ func TestDueRecalls(t *testing.T) {
 			}
 			var got []uint64
 			for _, r := range c.dueRecalls(subject, q, 100) {
-				s, _ := strconv.ParseUint(r, 10, 64)
+				s, _ := strconv.ParseUint(r.reply, 10, 64)
 				got = append(got, s)
 			}
 			if !slices.Equal(got, tt.want) {
@@ -117,7 +117,10 @@ func TestDueByTime(t *testing.T) {
 		5: {reply: "applied here", until: now.Add(3 * time.Second), due: now.Add(-time.Millisecond)},
 	})
 	c.paces["here"] = &pace{apply: 50 * time.Millisecond, acked: now.Add(-10 * time.Millisecond)}
-	got := c.dueByTime(now)
+	var got []string
+	for _, r := range c.dueByTime(now) {
+		got = append(got, r.reply)
+	}
 	if !slices.Equal(got, []string{"due"}) {
 		t.Errorf("recalled %q, want [due]", got)
 	}
@@ -130,6 +133,39 @@ func TestDueByTime(t *testing.T) {
 	c.electionUntil = now.Add(time.Second)
 	c.recalls["elsewhere"].waiting[6] = recallable{reply: "after an election", until: now.Add(3 * time.Second), due: now}
 	if got := c.dueByTime(now); len(got) != 0 {
-		t.Errorf("recalled %q within the election window", got)
+		t.Errorf("recalled %+v within the election window", got)
+	}
+}
+
+// TestRecallChecksItsMarginWhenSent: a recall is chosen while its
+// hand-back's delay has recallMargin left, but sent a moment later, after
+// the lock is released; a process starved of CPU in between must not send
+// one whose delay may have run out, since the NAK would reach whichever
+// delivery of the event is pending (another process's). Only the recall
+// that still has its margin at the send goes out.
+func TestRecallChecksItsMarginWhenSent(t *testing.T) {
+	c, js := handBackFixture(t, "conv-recall-margin")
+	sub, err := js.Conn().SubscribeSync("recall.test.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	c.recall([]recallable{
+		{reply: "recall.test.late", until: now.Add(recallMargin / 2)},
+		{reply: "recall.test.in-time", until: now.Add(5 * recallMargin)},
+	}, c.reconnects())
+	if err := js.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for {
+		m, err := sub.NextMsg(200 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		got = append(got, m.Subject)
+	}
+	if !slices.Equal(got, []string{"recall.test.in-time"}) {
+		t.Errorf("recalls sent: %q, want only the one with its margin left", got)
 	}
 }
