@@ -243,27 +243,43 @@ func (w walkthrough) post(url, body string) {
 	}
 }
 
-// chatWith waits for the simulator's one chat to end with text and returns
-// its ID.
-func (w walkthrough) chatWith(text string) string {
+// simChat is a chat as the simulator's /_sim/chats lists it, as far as
+// these tests read it.
+type simChat struct {
+	ID     string
+	Events []struct{ Text string }
+}
+
+// waitChat polls the simulator's chats until match finds the one wanted,
+// and returns its ID; text names what was awaited in the failure.
+func (w walkthrough) waitChat(text string, match func([]simChat) (string, bool)) string {
 	w.t.Helper()
 	for {
-		var chats []struct {
-			ID     string
-			Events []struct{ Text string }
-		}
+		var chats []simChat
 		if resp, err := http.Get(w.sim + "/_sim/chats"); err == nil {
 			_ = json.NewDecoder(resp.Body).Decode(&chats)
 			resp.Body.Close()
 		}
-		if len(chats) == 1 && len(chats[0].Events) > 0 && chats[0].Events[len(chats[0].Events)-1].Text == text {
-			return chats[0].ID
+		if id, ok := match(chats); ok {
+			return id
 		}
 		if time.Now().After(w.deadline) {
 			w.t.Fatalf("%q never reached the simulator: %+v", text, chats)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// chatWith waits for the simulator's one chat to end with text and returns
+// its ID.
+func (w walkthrough) chatWith(text string) string {
+	w.t.Helper()
+	return w.waitChat(text, func(chats []simChat) (string, bool) {
+		if len(chats) == 1 && len(chats[0].Events) > 0 && chats[0].Events[len(chats[0].Events)-1].Text == text {
+			return chats[0].ID, true
+		}
+		return "", false
+	})
 }
 
 type convView struct {

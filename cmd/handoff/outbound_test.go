@@ -263,25 +263,14 @@ func TestDevDialogflowBackToTheBotAfterTheClose(t *testing.T) {
 // text and returns its ID.
 func (w walkthrough) chatSaying(text string) string {
 	w.t.Helper()
-	for {
-		var chats []struct {
-			ID     string
-			Events []struct{ Text string }
-		}
-		if resp, err := http.Get(w.sim + "/_sim/chats"); err == nil {
-			_ = json.NewDecoder(resp.Body).Decode(&chats)
-			resp.Body.Close()
-		}
+	return w.waitChat(text, func(chats []simChat) (string, bool) {
 		for _, c := range chats {
 			for _, e := range c.Events {
 				if e.Text == text {
-					return c.ID
+					return c.ID, true
 				}
 			}
 		}
-		if time.Now().After(w.deadline) {
-			w.t.Fatalf("%q never reached the simulator: %+v", text, chats)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return "", false
+	})
 }
