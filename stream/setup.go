@@ -196,6 +196,7 @@ func DurableConfig(c Config, s ConsumerSpec) jetstream.ConsumerConfig {
 
 // Change says what Setup did to one stream or consumer.
 type Change struct {
+	Kind   string // "stream" or "consumer"
 	Name   string
 	Action string // "created", "updated" or "unchanged"
 }
@@ -229,19 +230,19 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 		if _, err := js.CreateStream(ctx, want); err != nil {
 			return Change{}, fmt.Errorf("setup: create stream %s: %w", want.Name, err)
 		}
-		return Change{want.Name, "created"}, nil
+		return Change{"stream", want.Name, "created"}, nil
 	}
 	if err != nil {
 		return Change{}, fmt.Errorf("setup: look up stream %s: %w", want.Name, err)
 	}
 	have := s.CachedInfo().Config
 	if streamMatches(have, want) {
-		return Change{want.Name, "unchanged"}, nil
+		return Change{"stream", want.Name, "unchanged"}, nil
 	}
 	if _, err := js.UpdateStream(ctx, want); err != nil {
 		return Change{}, fmt.Errorf("setup: update stream %s: %w", want.Name, err)
 	}
-	return Change{want.Name, "updated"}, nil
+	return Change{"stream", want.Name, "updated"}, nil
 }
 
 func streamMatches(have, want jetstream.StreamConfig) bool {
@@ -262,7 +263,7 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config, spe
 		if _, err := js.CreateConsumer(ctx, spec.Stream, want); err != nil {
 			return Change{}, fmt.Errorf("setup: create consumer %s: %w", want.Durable, err)
 		}
-		return Change{want.Durable, "created"}, nil
+		return Change{"consumer", want.Durable, "created"}, nil
 	}
 	if err != nil {
 		return Change{}, fmt.Errorf("setup: look up consumer %s: %w", want.Durable, err)
@@ -271,10 +272,10 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config, spe
 	if have.FilterSubject == want.FilterSubject && have.AckWait == want.AckWait &&
 		have.MaxDeliver == want.MaxDeliver && have.MaxAckPending == want.MaxAckPending &&
 		have.Description == want.Description && have.AckPolicy == want.AckPolicy {
-		return Change{want.Durable, "unchanged"}, nil
+		return Change{"consumer", want.Durable, "unchanged"}, nil
 	}
 	if _, err := js.UpdateConsumer(ctx, spec.Stream, want); err != nil {
 		return Change{}, fmt.Errorf("setup: update consumer %s: %w", want.Durable, err)
 	}
-	return Change{want.Durable, "updated"}, nil
+	return Change{"consumer", want.Durable, "updated"}, nil
 }

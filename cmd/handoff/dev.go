@@ -97,7 +97,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("dev: %w", err)
 	}
 	for _, c := range changes {
-		log.Info("stream setup", "stream", c.Name, "action", c.Action)
+		log.Info("stream setup", c.Kind, c.Name, "action", c.Action)
 	}
 
 	if backend == "redis" && redisURL == "" {

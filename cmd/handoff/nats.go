@@ -189,7 +189,7 @@ func redactURLs(urls string) string {
 
 func printChanges(w io.Writer, changes []stream.Change) {
 	for _, c := range changes {
-		fmt.Fprintf(w, "%-16s %s\n", c.Name, c.Action)
+		fmt.Fprintf(w, "%-8s %-16s %s\n", c.Kind, c.Name, c.Action)
 	}
 }
 
